@@ -1,0 +1,466 @@
+"""The configuration model: typed, frozen, unknown keys rejected.
+
+The YAML file is parsed once (see `sidecar.config.load`) into a `SidecarConfig`; nothing downstream
+reads raw dictionaries. Every field carries a description: the configuration reference in `docs/`
+and the JSON Schema printed by `sidecar config-schema` are generated from them. YAML keys equal the
+field names. A field typed `SecretStr` (or a list of them) may instead be given as `<name>_file`:
+the loader reads the secret from that file (a Kubernetes Secret mounted as a file).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+_LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+
+class Model(BaseModel):
+    """Base for every config object: immutable, and a typo is an error, never ignored."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+
+def _check_http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("not an http(s) URL")
+    return value
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """Split `host:port` (IPv6 as `[::1]:4180`) into its parts; raise ValueError when malformed."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("expected host:port, e.g. 0.0.0.0:4180")
+    host = host.strip("[]") or "0.0.0.0"  # noqa: S104 - listening on all interfaces is the default
+    return host, int(port)
+
+
+def is_loopback_url(url: str) -> bool:
+    return (urlsplit(url).hostname or "") in _LOOPBACK_HOSTS
+
+
+class ServerConfig(Model):
+    """How sidecar listens and what it trusts about the network in front of it."""
+
+    listen: str = Field(
+        "0.0.0.0:4180",  # noqa: S104
+        description="Address and port sidecar serves on, as host:port.",
+    )
+    public_url: str | None = Field(
+        None,
+        description=(
+            "External base URL that browsers see (scheme, host, optional port), e.g. "
+            "https://app.example.com. Needed behind an ingress or TLS terminator; it fixes the "
+            "redirect URI, the cookie Secure flag and the origin that redirects must stay on."
+        ),
+    )
+    trusted_proxies: tuple[IPNetwork, ...] = Field(
+        (),
+        description=(
+            "Addresses or CIDR ranges of proxies in front of sidecar whose X-Forwarded-For/-Proto/"
+            "-Host and X-Request-Id are believed and appended to. From anyone else they are replaced."
+        ),
+    )
+    internal_listen: str | None = Field(
+        None,
+        description=(
+            "Optional second host:port for health, readiness and metrics, apart from user traffic. "
+            "Health endpoints are always also served under the auth prefix."
+        ),
+    )
+    shutdown_grace_seconds: float = Field(
+        15.0, ge=0, description="On SIGTERM, how long in-flight requests may take to finish."
+    )
+    max_request_line_bytes: int = Field(
+        8190, ge=256, description="Longest request line accepted; longer gets 414/431."
+    )
+    max_header_bytes: int = Field(
+        16384, ge=1024, description="Longest single header field accepted; larger gets 431."
+    )
+    max_headers: int = Field(100, ge=10, description="Most header fields in one request.")
+    max_body_bytes: int | None = Field(
+        None, ge=0, description="Largest request body passed upstream; larger gets 413. None: no limit."
+    )
+    workers: int = Field(1, ge=1, description="Worker processes sharing the listening port.")
+    request_id_header: str = Field(
+        "X-Request-Id",
+        description="Header carrying the request id; generated, or taken from trusted proxies.",
+    )
+
+    @field_validator("listen", "internal_listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_listen(value)
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        _check_http_url(value)
+        parts = urlsplit(value)
+        if parts.query or parts.fragment or parts.path not in ("", "/"):
+            raise ValueError("must be scheme://host[:port] only, without path, query or fragment")
+        return f"{parts.scheme}://{parts.netloc}"
+
+    @field_validator("request_id_header")
+    @classmethod
+    def _header_name(cls, value: str) -> str:
+        if not _HEADER_NAME.match(value):
+            raise ValueError("not a valid HTTP header name")
+        return value
+
+    @property
+    def host(self) -> str:
+        return parse_listen(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return parse_listen(self.listen)[1]
+
+
+class UpstreamConfig(Model):
+    """One backend and the path prefix it serves."""
+
+    path: str = Field("/", description="Path prefix this upstream serves; the longest prefix wins.")
+    url: str = Field(description="Base URL of the backend, e.g. http://127.0.0.1:8080.")
+    preserve_host: bool = Field(
+        True,
+        description="Pass the client's Host header through (true) or send the upstream's (false).",
+    )
+    connect_timeout_seconds: float = Field(5.0, gt=0, description="Timeout to connect upstream (504).")
+    read_timeout_seconds: float = Field(
+        60.0, gt=0, description="Longest wait for the upstream between two reads (504 before a response)."
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must start with /")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        _check_http_url(value)
+        parts = urlsplit(value)
+        if parts.query or parts.fragment:
+            raise ValueError("must not carry a query or fragment")
+        return value.rstrip("/")
+
+
+class ClaimsConfig(Model):
+    """Which claims make up the identity (for providers whose claim names differ)."""
+
+    user: str = Field("sub", description="Claim that identifies the user (X-Forwarded-User).")
+    email: str = Field("email", description="Claim holding the email address.")
+    username: str = Field("preferred_username", description="Claim holding the display user name.")
+    groups: str = Field(
+        "groups",
+        description="Claim holding the groups, a list; dotted paths reach nested claims.",
+    )
+
+
+TokenAuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt"]
+
+
+class ProviderConfig(Model):
+    """The OpenID Connect (or plain OAuth 2.0) provider users sign in with."""
+
+    issuer: str | None = Field(
+        None,
+        description=(
+            "Issuer URL; metadata comes from <issuer>/.well-known/openid-configuration and the "
+            "discovered issuer must equal this exactly."
+        ),
+    )
+    discovery: bool = Field(True, description="Use OpenID Connect discovery from the issuer.")
+    authorization_endpoint: str | None = Field(
+        None, description="Explicit authorization endpoint (overrides discovery)."
+    )
+    token_endpoint: str | None = Field(None, description="Explicit token endpoint (overrides discovery).")
+    userinfo_endpoint: str | None = Field(
+        None, description="Explicit userinfo endpoint (overrides discovery); for plain OAuth 2.0 the identity source."
+    )
+    jwks_uri: str | None = Field(None, description="Explicit JWKS URI (overrides discovery).")
+    end_session_endpoint: str | None = Field(
+        None, description="Explicit RP-initiated logout endpoint (overrides discovery)."
+    )
+    client_id: str = Field(description="OAuth 2.0 client id registered at the provider.")
+    client_secret: SecretStr | None = Field(
+        None, description="Client secret (or client_secret_file: a file holding it)."
+    )
+    token_endpoint_auth_method: TokenAuthMethod = Field(
+        "client_secret_basic", description="How sidecar authenticates at the token endpoint."
+    )
+    private_key: SecretStr | None = Field(
+        None,
+        description="PEM private key for private_key_jwt (or private_key_file: a PEM file).",
+    )
+    private_key_id: str | None = Field(None, description="`kid` to put in private_key_jwt assertions.")
+    scopes: tuple[str, ...] = Field(
+        ("openid", "email", "profile"), description="Scopes requested at sign-in."
+    )
+    extra_authorize_params: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra authorization request parameters: prompt, acr_values, audience, resource, ...",
+    )
+    id_token_algorithms: tuple[str, ...] = Field(
+        ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"),
+        description="Signature algorithms accepted on ID tokens. Never none, never HMAC.",
+    )
+    clock_skew_seconds: int = Field(60, ge=0, le=600, description="Leeway for exp/iat/nbf checks.")
+    use_userinfo: bool = Field(
+        True, description="Fetch the userinfo endpoint after sign-in and merge its claims."
+    )
+    claims: ClaimsConfig = Field(default_factory=ClaimsConfig, description="Claim names.")
+    http_timeout_seconds: float = Field(10.0, gt=0, description="Timeout for calls to the provider.")
+    insecure_allow_http: bool = Field(
+        False,
+        description="Allow a plain-http provider that is not on loopback. Never in production.",
+    )
+
+    @field_validator(
+        "issuer", "authorization_endpoint", "token_endpoint", "userinfo_endpoint", "jwks_uri",
+        "end_session_endpoint",
+    )
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return None if value is None else _check_http_url(value)
+
+    @field_validator("id_token_algorithms")
+    @classmethod
+    def _algorithms(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for alg in value:
+            if alg.lower() == "none" or alg.upper().startswith("HS"):
+                raise ValueError(f"{alg} is not allowed: only asymmetric signature algorithms")
+        if not value:
+            raise ValueError("at least one algorithm is needed")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ProviderConfig:
+        if self.discovery and not self.issuer:
+            raise ValueError("issuer is required when discovery is on (or set discovery: false)")
+        if not self.discovery and not (self.authorization_endpoint and self.token_endpoint):
+            raise ValueError("with discovery: false, authorization_endpoint and token_endpoint are required")
+        if self.is_oidc and not self.discovery and not self.jwks_uri:
+            raise ValueError("with discovery: false and the openid scope, jwks_uri is required")
+        if not self.is_oidc and not self.userinfo_endpoint:
+            raise ValueError("without the openid scope, userinfo_endpoint is the identity source and is required")
+        if self.token_endpoint_auth_method == "private_key_jwt":
+            if self.private_key is None:
+                raise ValueError("private_key_jwt needs private_key or private_key_file")
+        elif self.client_secret is None:
+            raise ValueError(f"{self.token_endpoint_auth_method} needs client_secret or client_secret_file")
+        if not self.insecure_allow_http:
+            for url in (self.issuer, self.authorization_endpoint, self.token_endpoint):
+                if url and url.startswith("http:") and not is_loopback_url(url):
+                    raise ValueError(
+                        f"{url} is plain http; use https (insecure_allow_http: true only for tests)"
+                    )
+        return self
+
+    @property
+    def is_oidc(self) -> bool:
+        """True when ID tokens are expected (the openid scope is requested)."""
+        return "openid" in self.scopes
+
+
+class KeepTokensConfig(Model):
+    """Which tokens the session keeps. Dropping what the backend never needs keeps cookies small."""
+
+    access_token: bool = Field(True, description="Keep the access token (needed to pass it upstream).")
+    refresh_token: bool = Field(True, description="Keep the refresh token (needed to refresh).")
+    id_token: bool = Field(True, description="Keep the ID token (needed for id_token_hint at sign-out).")
+
+
+class SessionConfig(Model):
+    """The browser session: encrypted, authenticated cookies."""
+
+    secrets: tuple[SecretStr, ...] = Field(
+        description=(
+            "Cookie encryption keys (from `sidecar secret`). The first encrypts, all decrypt: put a "
+            "new key first to rotate. `secret: KEY` is the one-key shorthand; secrets_file / "
+            "secret_file read them from a file (one per line)."
+        ),
+    )
+    cookie_name: str = Field(
+        "_sidecar",
+        description="Base cookie name; __Host- is prefixed whenever Secure, Path=/ and no Domain allow it.",
+    )
+    cookie_domain: str | None = Field(None, description="Cookie Domain attribute (default: host only).")
+    cookie_secure: bool | None = Field(
+        None, description="Secure attribute; default: on when server.public_url is https."
+    )
+    cookie_samesite: Literal["Lax", "Strict", "None"] = Field("Lax", description="SameSite attribute.")
+    lifetime_seconds: int = Field(43200, gt=0, description="Absolute session lifetime.")
+    idle_timeout_seconds: int | None = Field(
+        None, gt=0, description="End sessions unused for this long (None: no idle timeout)."
+    )
+    refresh_margin_seconds: int = Field(
+        60, ge=0, description="Refresh the access token this long before it expires."
+    )
+    refresh_grace_seconds: int = Field(
+        30, ge=0, description="How long a pre-refresh cookie is still served with the refreshed tokens."
+    )
+    keep_tokens: KeepTokensConfig = Field(default_factory=KeepTokensConfig, description="Tokens kept.")
+    max_cookie_bytes: int = Field(
+        3800, ge=1000, le=4093, description="Largest single Set-Cookie value; larger sessions are split."
+    )
+    max_login_attempts: int = Field(
+        5, ge=1, le=20, description="Concurrent sign-in attempts (tabs) remembered; oldest dropped first."
+    )
+    login_timeout_seconds: int = Field(
+        600, gt=0, description="How long a sign-in attempt (state, nonce, PKCE verifier) stays valid."
+    )
+    store: Literal["cookie"] = Field("cookie", description="Where sessions live: cookie.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_secret(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "secret" in data:
+            data = dict(data)
+            if "secrets" in data:
+                raise ValueError("give secret or secrets, not both")
+            data["secrets"] = [data.pop("secret")]
+        return data
+
+    @field_validator("secrets")
+    @classmethod
+    def _secrets(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        if not value:
+            raise ValueError("at least one secret is required (generate one with `sidecar secret`)")
+        for secret in value:
+            if len(secret.get_secret_value()) < 32:
+                raise ValueError("each secret needs at least 32 characters (use `sidecar secret`)")
+        return value
+
+    @field_validator("cookie_name")
+    @classmethod
+    def _cookie_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_]+", value) or value.startswith("__"):
+            raise ValueError("letters, digits and _ only, not starting with __")
+        return value
+
+
+class HeadersConfig(Model):
+    """Identity headers sent to the backend. Client-sent copies are always removed first."""
+
+    claims: dict[str, str] = Field(
+        default_factory=lambda: {
+            "X-Forwarded-User": "user",
+            "X-Forwarded-Email": "email",
+            "X-Forwarded-Preferred-Username": "username",
+            "X-Forwarded-Groups": "groups",
+        },
+        description=(
+            "Header name -> identity field (user, email, username, groups) or claim name (dotted "
+            "paths reach nested claims). Lists are comma-joined."
+        ),
+    )
+    access_token: bool = Field(False, description="Send X-Forwarded-Access-Token.")
+    authorization: bool = Field(
+        False, description="Send Authorization: Bearer <access token> (replacing the client's)."
+    )
+    strip: tuple[str, ...] = Field(
+        (), description="More header names to remove from every incoming request."
+    )
+
+    @field_validator("claims")
+    @classmethod
+    def _names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"{name!r} is not a valid HTTP header name")
+        return value
+
+
+class AuthConfig(Model):
+    """Sign-in behaviour and sidecar's own endpoints."""
+
+    prefix: str = Field("/oauth2", description="Path prefix of sidecar's endpoints (start, callback, ...).")
+    allowed_redirect_domains: tuple[str, ...] = Field(
+        (),
+        description=(
+            "Hosts that post-login/post-logout redirects may go to besides sidecar's own origin. "
+            "A leading dot allows subdomains: .example.com."
+        ),
+    )
+    sign_in_page: bool = Field(
+        False, description="Show a 'Sign in with ...' page instead of redirecting at once."
+    )
+    provider_name: str = Field("your identity provider", description="Name shown on pages.")
+    templates_dir: str | None = Field(
+        None, description="Directory with sign_in.html / error.html replacing the built-in pages."
+    )
+    post_logout_redirect: str = Field("/", description="Where sign-out lands by default.")
+    provider_logout: bool = Field(
+        True, description="On sign-out also end the provider session (RP-initiated logout) when possible."
+    )
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", value):
+            raise ValueError("must look like /oauth2")
+        return value
+
+
+class LoggingConfig(Model):
+    level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    format: Literal["json", "text"] = Field("json", description="json for machines, text for humans.")
+
+
+class SidecarConfig(Model):
+    """The whole configuration file."""
+
+    version: Literal[1] = Field(description="Config format version; always 1.")
+    server: ServerConfig = Field(default_factory=ServerConfig, description="Listening and trust.")
+    upstream: str | None = Field(
+        None, description="Shorthand for a single upstream at path /: the backend's base URL."
+    )
+    upstreams: tuple[UpstreamConfig, ...] = Field(
+        (), description="Backends by path prefix; the longest prefix wins."
+    )
+    provider: ProviderConfig | None = Field(
+        None, description="The identity provider. Without it sidecar is a plain transparent proxy."
+    )
+    session: SessionConfig | None = Field(None, description="Session cookies; required with a provider.")
+    headers: HeadersConfig = Field(default_factory=HeadersConfig, description="Identity headers.")
+    auth: AuthConfig = Field(default_factory=AuthConfig, description="Sign-in endpoints and pages.")
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SidecarConfig:
+        if self.upstream is not None:
+            if self.upstreams:
+                raise ValueError("give upstream or upstreams, not both")
+            shorthand = UpstreamConfig(path="/", url=self.upstream)
+            object.__setattr__(self, "upstreams", (shorthand,))
+            object.__setattr__(self, "upstream", None)
+        if not self.upstreams:
+            raise ValueError("an upstream is required (upstream: URL, or upstreams: [...])")
+        if self.provider is not None and self.session is None:
+            raise ValueError("session (with secrets) is required when a provider is configured")
+        return self
+
+    @property
+    def cookie_secure(self) -> bool:
+        """Whether cookies carry Secure: explicit setting, else on when public_url is https."""
+        if self.session is not None and self.session.cookie_secure is not None:
+            return self.session.cookie_secure
+        return bool(self.server.public_url and self.server.public_url.startswith("https:"))
+

@@ -1,0 +1,97 @@
+"""The exception tree. Deep code raises these; one middleware turns them into HTTP responses.
+
+    SidecarError                     code, status, safe message (never a secret)
+    ├── ConfigError                  invalid configuration (not an HTTP error: printed by the CLI)
+    ├── BadRequestError              400: a request sidecar refuses to interpret
+    │   └── LoginError               400: a sign-in callback that cannot complete (state, code, token)
+    ├── NotAuthenticatedError        401: API client without a valid session or token
+    ├── ForbiddenError               403: signed in, but the policy says no
+    ├── PayloadTooLargeError         413
+    ├── HeadersTooLargeError         431
+    ├── UpstreamUnavailableError     502: the backend refused or broke the connection
+    ├── ProviderUnavailableError     503: the identity provider is unreachable or misbehaving
+    └── UpstreamTimeoutError         504: the backend did not answer in time
+
+`code` is a stable machine-readable string (it goes to JSON bodies, logs and metrics); `message`
+is shown to the user and must never contain a token, code, cookie or secret. `reason` is the
+operator's detail: logged, never shown.
+"""
+
+from __future__ import annotations
+
+
+class SidecarError(Exception):
+    status: int = 500
+    code: str = "internal_error"
+    message: str = "Something went wrong inside sidecar."
+
+    def __init__(self, message: str | None = None, *, code: str | None = None, reason: str = "") -> None:
+        if message is not None:
+            self.message = message
+        if code is not None:
+            self.code = code
+        self.reason = reason
+        super().__init__(self.message)
+
+
+class ConfigError(SidecarError):
+    """Raised with every problem of a config file at once; `problems` holds one line each."""
+
+    code = "config_invalid"
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class BadRequestError(SidecarError):
+    status = 400
+    code = "bad_request"
+    message = "The request could not be understood."
+
+
+class LoginError(BadRequestError):
+    code = "login_failed"
+    message = "Sign-in could not be completed. Please try again."
+
+
+class NotAuthenticatedError(SidecarError):
+    status = 401
+    code = "unauthenticated"
+    message = "Authentication required."
+
+
+class ForbiddenError(SidecarError):
+    status = 403
+    code = "forbidden"
+    message = "You are signed in, but not allowed to see this page."
+
+
+class PayloadTooLargeError(SidecarError):
+    status = 413
+    code = "payload_too_large"
+    message = "The request body is too large."
+
+
+class HeadersTooLargeError(SidecarError):
+    status = 431
+    code = "headers_too_large"
+    message = "The request headers are too large."
+
+
+class UpstreamUnavailableError(SidecarError):
+    status = 502
+    code = "upstream_unavailable"
+    message = "The application behind sidecar is not reachable."
+
+
+class ProviderUnavailableError(SidecarError):
+    status = 503
+    code = "provider_unavailable"
+    message = "The identity provider is not reachable at the moment. Please try again shortly."
+
+
+class UpstreamTimeoutError(SidecarError):
+    status = 504
+    code = "upstream_timeout"
+    message = "The application behind sidecar did not answer in time."
