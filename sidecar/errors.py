@@ -4,7 +4,9 @@
     ├── ConfigError                  invalid configuration (not an HTTP error: printed by the CLI)
     ├── BadRequestError              400: a request sidecar refuses to interpret
     │   └── LoginError               400: a sign-in callback that cannot complete (state, code, token)
+    │       └── IdTokenError         400: the ID token failed a check of OpenID Connect Core 3.1.3.7
     ├── NotAuthenticatedError        401: API client without a valid session or token
+    │   └── RefreshRejectedError     401: the provider refused the refresh token (invalid_grant)
     ├── ForbiddenError               403: signed in, but the policy says no
     ├── PayloadTooLargeError         413
     ├── HeadersTooLargeError         431
@@ -55,10 +57,27 @@ class LoginError(BadRequestError):
     message = "Sign-in could not be completed. Please try again."
 
 
+class IdTokenError(LoginError):
+    """The ID token failed validation; `reason` names the failed check (for operators only)."""
+
+    code = "id_token_invalid"
+
+
 class NotAuthenticatedError(SidecarError):
     status = 401
     code = "unauthenticated"
     message = "Authentication required."
+
+
+class RefreshRejectedError(NotAuthenticatedError):
+    """The provider answered a refresh with invalid_grant: the session is over, sign in again.
+
+    Distinct from `ProviderUnavailableError` (network, timeout, 5xx), which keeps the session until
+    its tokens really expire.
+    """
+
+    code = "refresh_rejected"
+    message = "Your session has ended. Please sign in again."
 
 
 class ForbiddenError(SidecarError):
