@@ -443,6 +443,18 @@ class SidecarConfig(Model):
     auth: AuthConfig = Field(default_factory=AuthConfig, description="Sign-in endpoints and pages.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
 
+    @field_validator("upstream")
+    @classmethod
+    def _upstream(cls, value: str | None) -> str | None:
+        # Checked here so that a bad shorthand is reported at `upstream`, not inside the
+        # UpstreamConfig built from it below.
+        if value is not None:
+            _check_http_url(value)
+            parts = urlsplit(value)
+            if parts.query or parts.fragment:
+                raise ValueError("must not carry a query or fragment")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> SidecarConfig:
         if self.upstream is not None:
