@@ -1,0 +1,118 @@
+"""Identity headers: claim mapping, list joining, and hostile values that must never be sent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from sidecar.auth.identity_headers import build_identity_headers, format_header_value
+from sidecar.config.model import HeadersConfig
+from sidecar.session.model import Identity, Tokens
+
+ALICE = Identity(
+    sub="0f6c2a",
+    user="0f6c2a",
+    email="alice@example.com",
+    email_verified=True,
+    username="alice",
+    groups=("admins", "staff"),
+    claims={
+        "sub": "0f6c2a",
+        "name": "Alice Liddell",
+        "org": {"team": {"name": "platform"}, "id": 7},
+        "org.flat": "flat wins",
+        "roles": ["reader", "writer"],
+    },
+)
+TOKENS = Tokens(access_token="at-123", refresh_token="rt-456", id_token="id.jwt.sig")
+
+
+def test_build_identity_headers_defaults_follow_oauth2_proxy() -> None:
+    assert build_identity_headers(ALICE, TOKENS, HeadersConfig()) == [
+        ("X-Forwarded-User", "0f6c2a"),
+        ("X-Forwarded-Email", "alice@example.com"),
+        ("X-Forwarded-Preferred-Username", "alice"),
+        ("X-Forwarded-Groups", "admins,staff"),
+    ]
+
+
+def test_build_identity_headers_tokens_only_when_enabled() -> None:
+    config = HeadersConfig(claims={}, access_token=True, authorization=True)
+    assert build_identity_headers(ALICE, TOKENS, config) == [
+        ("X-Forwarded-Access-Token", "at-123"),
+        ("Authorization", "Bearer at-123"),
+    ]
+    assert build_identity_headers(ALICE, None, config) == []
+    assert build_identity_headers(ALICE, Tokens(), config) == []
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("user", "0f6c2a"),
+        ("sub", "0f6c2a"),
+        ("email", "alice@example.com"),
+        ("email_verified", "true"),
+        ("username", "alice"),
+        ("groups", "admins,staff"),
+        ("name", "Alice Liddell"),
+        ("org.team.name", "platform"),
+        ("org.id", "7"),
+        ("org.flat", "flat wins"),
+        ("roles", "reader,writer"),
+        ("org", None),
+        ("org.team", None),
+        ("missing", None),
+        ("org.missing.deeper", None),
+    ],
+)
+def test_build_identity_headers_maps_fields_and_claims(source: str, expected: str | None) -> None:
+    headers = build_identity_headers(ALICE, None, HeadersConfig(claims={"X-Who": source}))
+    assert headers == ([] if expected is None else [("X-Who", expected)])
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("plain", "plain"),
+        ("  padded  ", "padded"),
+        ("", None),
+        (None, None),
+        (False, "false"),
+        (3, "3"),
+        ([], None),
+        (["a", "", "b"], "a,b"),
+        (["a", {"x": 1}], None),
+        ({"x": 1}, None),
+        # spoofing rows: header splitting through a claim value
+        ("alice\r\nX-Forwarded-User: admin", None),
+        ("alice\nX-Forwarded-User: admin", None),
+        ("alice\rX", None),
+        ("alice\x00admin", None),
+        ("alice\x7f", None),
+        (["staff", "admins\r\nX-Admin: 1"], None),
+    ],
+)
+def test_format_header_value(value: Any, expected: str | None) -> None:
+    assert format_header_value(value) == expected
+
+
+def test_build_identity_headers_skips_a_spoofing_value_but_keeps_the_others() -> None:
+    hostile = Identity(
+        sub="x",
+        user="x",
+        email="eve@example.com\r\nX-Forwarded-User: admin",
+        username="eve",
+        groups=("staff\nadmins",),
+    )
+    assert build_identity_headers(hostile, None, HeadersConfig()) == [
+        ("X-Forwarded-User", "x"),
+        ("X-Forwarded-Preferred-Username", "eve"),
+    ]
+
+
+def test_build_identity_headers_never_sends_a_token_with_control_characters() -> None:
+    config = HeadersConfig(claims={}, access_token=True, authorization=True)
+    tokens = Tokens(access_token="at\r\nX-Admin: 1")
+    assert build_identity_headers(ALICE, tokens, config) == []
