@@ -21,18 +21,29 @@ operator's detail: logged, never shown.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class SidecarError(Exception):
     status: int = 500
     code: str = "internal_error"
     message: str = "Something went wrong inside sidecar."
 
-    def __init__(self, message: str | None = None, *, code: str | None = None, reason: str = "") -> None:
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        code: str | None = None,
+        reason: str = "",
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
         if message is not None:
             self.message = message
         if code is not None:
             self.code = code
         self.reason = reason
+        # Response headers to send with the error (WWW-Authenticate, Set-Cookie clearing a session).
+        self.headers = tuple(headers)
         super().__init__(self.message)
 
 
