@@ -1,0 +1,137 @@
+"""The `sidecar` command line: argument parsing and exit codes only.
+
+Each subcommand is one entry in `COMMANDS` (name -> `Command(help, add_arguments, run)`); adding
+one is a new function pair and one dict entry. Exit codes: 0 success, 2 for usage errors (argparse)
+and invalid configuration, 1 for any other sidecar error (a one-line message, never a traceback),
+130 when interrupted. Heavy modules (the server, crypto) are imported inside the command that
+needs them, so `sidecar --version` and `sidecar check-config` stay quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from sidecar import __version__
+from sidecar.config.load import load_config
+from sidecar.config.model import SidecarConfig
+from sidecar.errors import ConfigError, SidecarError
+
+CONFIG_ENV = "SIDECAR_CONFIG"
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+EXIT_INTERRUPTED = 130
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: help line, its own arguments, and what it does (returns the exit code)."""
+
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+def _no_arguments(parser: argparse.ArgumentParser) -> None:
+    del parser
+
+
+def _config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        default=os.environ.get(CONFIG_ENV),
+        help=f"configuration file (default: ${CONFIG_ENV})",
+    )
+
+
+def _load(args: argparse.Namespace) -> SidecarConfig:
+    if not args.config:
+        raise _UsageError(f"no configuration file: give -c FILE or set {CONFIG_ENV}")
+    return load_config(args.config)
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = _load(args)
+    from sidecar.app import serve  # the server stack is only needed to serve
+
+    return serve(config)
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    _load(args)
+    print("configuration is valid")
+    return EXIT_OK
+
+
+def _config_schema(args: argparse.Namespace) -> int:
+    from sidecar.config.schema import build_json_schema
+
+    print(json.dumps(build_json_schema(), indent=2))
+    return EXIT_OK
+
+
+def _secret(args: argparse.Namespace) -> int:
+    from sidecar.session.codec import generate_secret
+
+    print(generate_secret())
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Command] = {
+    "run": Command("serve: sidecar in front of the upstreams", _config_argument, _run),
+    "check-config": Command(
+        "validate a configuration file and list every problem", _config_argument, _check_config
+    ),
+    "config-schema": Command(
+        "print the configuration's JSON Schema (for YAML editors)", _no_arguments, _config_schema
+    ),
+    "secret": Command("print a fresh session secret for session.secrets", _no_arguments, _secret),
+}
+
+
+class _UsageError(Exception):
+    """A command line that argparse accepts but that cannot work (reported like argparse's)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sidecar",
+        description="Authentication sidecar proxy: OpenID Connect sign-in in front of any app.",
+    )
+    parser.add_argument("--version", action="version", version=f"sidecar {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, command in COMMANDS.items():
+        sub = commands.add_parser(name, help=command.help, description=command.help)
+        command.add_arguments(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)  # exits 2 with a usage message on bad arguments
+    try:
+        return COMMANDS[args.command].run(args)
+    except _UsageError as exc:
+        parser.error(str(exc))  # exits 2
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        count = len(exc.problems)
+        print(f"configuration is invalid: {count} problem{'s' * (count != 1)}", file=sys.stderr)
+        return EXIT_CONFIG
+    except SidecarError as exc:
+        print(f"sidecar: {exc.message}", file=sys.stderr)
+        return EXIT_FAILURE
+    except OSError as exc:  # e.g. the listen port is taken
+        print(f"sidecar: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
