@@ -118,11 +118,12 @@ class _State:
         return format_path(tuple(parts))
 
     def add_validation_errors(self, exc: ValidationError, data: dict[str, Any]) -> None:
-        known = [path for _, path, _ in self.problems if path]
+        known = [self.display(path) for _, path, _ in self.problems if path]
         merged: dict[KeyPath, list[str]] = {}
         for error in exc.errors(include_url=False, include_input=False, include_context=False):
             path = _clean_loc(error["loc"], data)
-            if any(path[: len(seen)] == seen for seen in known):
+            shown = self.display(path)
+            if any(shown == seen or shown.startswith((f"{seen}.", f"{seen}[")) for seen in known):
                 continue  # already explained (e.g. an unset ${VAR} left this value empty)
             message = _message(error, path)
             if message not in merged.setdefault(path, []):
