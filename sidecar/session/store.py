@@ -1,0 +1,146 @@
+"""Where sessions live between requests: the `SessionStore` interface and the cookie store.
+
+`CookieSessionStore` keeps the whole `Session` in the browser: the compact JSON of
+`Session.to_dict()`, encrypted by the codec (purpose "session") and split across cookies by the
+cookie policy. `load` gives a `Session` or None (absent, tampered, truncated, foreign-key, expired
+or idle: all simply "no session"); `save` gives the Set-Cookie values to send; `clear` those that
+delete the session cookies present. Decoding every request's cookie is the hot path, so decoded
+sessions are kept in a small LRU cache keyed by the SHA-256 of the raw cookie value (a digest, so
+large sessions do not pin large strings); a cached session is still checked against `now`. Only
+values that authenticated are cached, so the cache cannot be poisoned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Protocol
+
+from sidecar.config.model import SessionConfig
+from sidecar.session.codec import SessionCodec, SessionDecodeError
+from sidecar.session.cookies import (
+    CookiePolicy,
+    build_clear_session_cookies,
+    build_set_cookies,
+    join_chunks,
+)
+from sidecar.session.model import Session, Tokens
+
+PURPOSE = "session"
+CACHE_SIZE = 1024
+
+
+class SessionStore(Protocol):
+    """What the gate and the handlers need from any session store (cookie now, Redis later)."""
+
+    def load(self, cookies: Mapping[str, str], *, now: float) -> Session | None: ...
+
+    def save(
+        self, session: Session, cookies_present: Mapping[str, str], *, now: float
+    ) -> list[str]: ...
+
+    def clear(self, cookies_present: Mapping[str, str]) -> list[str]: ...
+
+
+class CookieSessionStore:
+    """Sessions encrypted into the browser's cookies; no server-side state but a decode cache."""
+
+    def __init__(
+        self,
+        codec: SessionCodec,
+        policy: CookiePolicy,
+        config: SessionConfig,
+        *,
+        cache_size: int = CACHE_SIZE,
+    ) -> None:
+        self._codec = codec
+        self._policy = policy
+        self._config = config
+        self._cache: OrderedDict[bytes, Session] = OrderedDict()
+        self._cache_size = cache_size
+
+    def load(self, cookies: Mapping[str, str], *, now: float) -> Session | None:
+        """The session the cookies carry, or None if there is none that is valid at `now`."""
+        raw = join_chunks(self._policy, cookies)
+        if raw is None or not raw.isascii():
+            return None
+        digest = hashlib.sha256(raw.encode("ascii")).digest()
+        session = self._cache.get(digest)
+        if session is not None:
+            self._cache.move_to_end(digest)
+        else:
+            session = self._decode(raw, now=now)
+            if session is None:
+                return None
+            self._remember(digest, session)
+        return session if self._is_live(session, now=now) else None
+
+    def save(
+        self, session: Session, cookies_present: Mapping[str, str], *, now: float
+    ) -> list[str]:
+        """Set-Cookie values storing `session` (without the tokens `keep_tokens` drops).
+
+        Chunks left from a larger previous session are deleted. Max-Age is the remaining absolute
+        lifetime; a session already past its end is cleared instead.
+        """
+        max_age = int(session.expires_at - now)
+        if max_age <= 0:
+            return self.clear(cookies_present)
+        stored = replace(session, tokens=self._kept_tokens(session.tokens))
+        payload = json.dumps(stored.to_dict(), separators=(",", ":"), ensure_ascii=False)
+        value = self._codec.encode(payload.encode("utf-8"), purpose=PURPOSE, now=now)
+        headers = build_set_cookies(
+            self._policy, self._policy.name, value, cookies_present, max_age_seconds=max_age
+        )
+        # The browser sends this value next: prime the cache with exactly what load would decode.
+        self._remember(hashlib.sha256(value.encode("ascii")).digest(), _parse(payload))
+        return headers
+
+    def clear(self, cookies_present: Mapping[str, str]) -> list[str]:
+        """Set-Cookie values deleting the session cookies present (sign-ins in progress stay)."""
+        return build_clear_session_cookies(self._policy, cookies_present)
+
+    def _decode(self, raw: str, *, now: float) -> Session | None:
+        try:
+            payload = self._codec.decode(
+                raw, purpose=PURPOSE, now=now, max_age_seconds=self._config.lifetime_seconds
+            )
+        except SessionDecodeError:
+            return None
+        try:
+            return _parse(payload.decode("utf-8"))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None  # authentic but not a session this version understands
+
+    def _is_live(self, session: Session, *, now: float) -> bool:
+        if now >= session.expires_at:
+            return False
+        idle = self._config.idle_timeout_seconds
+        return idle is None or session.last_seen_at + idle >= now
+
+    def _kept_tokens(self, tokens: Tokens) -> Tokens:
+        keep = self._config.keep_tokens
+        return Tokens(
+            access_token=tokens.access_token if keep.access_token else None,
+            refresh_token=tokens.refresh_token if keep.refresh_token else None,
+            id_token=tokens.id_token if keep.id_token else None,
+            expires_at=tokens.expires_at,
+        )
+
+    def _remember(self, digest: bytes, session: Session) -> None:
+        if self._cache_size <= 0:
+            return
+        self._cache[digest] = session
+        self._cache.move_to_end(digest)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+
+def _parse(payload: str) -> Session:
+    data = json.loads(payload)
+    if not isinstance(data, dict):
+        raise ValueError("session payload is not an object")
+    return Session.from_dict(data)
