@@ -7,12 +7,36 @@ store, ...) adds its key here, next to the others.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
+import aiohttp
 from aiohttp import web
 
 from sidecar.config.model import SidecarConfig
+
+if TYPE_CHECKING:
+    from sidecar.gating import Gate
+    from sidecar.observability.health import ReadinessCheck
+    from sidecar.proxy.forward import Forwarder
+    from sidecar.proxy.headers import HeaderPlan
 
 CONFIG: web.AppKey[SidecarConfig] = web.AppKey("config", SidecarConfig)
 CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock", Callable[[], float])  # type: ignore[arg-type]
 
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
+
+# Request pipeline (built by sidecar.app.create_app).
+HTTP_CLIENT: web.AppKey[aiohttp.ClientSession] = web.AppKey("http_client", aiohttp.ClientSession)
+"""The pooled upstream client (no cookie jar, no decompression); lives in a cleanup context."""
+FORWARDER: web.AppKey[Forwarder] = web.AppKey("forwarder")
+HEADER_PLAN: web.AppKey[HeaderPlan] = web.AppKey("header_plan")
+GATE: web.AppKey[Gate] = web.AppKey("gate")
+"""The auth gate the catch-all route calls before forwarding (default: sidecar.gating.open_gate)."""
+IS_OWN_COOKIE: web.AppKey[Callable[[str], bool]] = web.AppKey("is_own_cookie")
+"""Which cookie names are sidecar's own and never go upstream (the session package sets it)."""
+READINESS: web.AppKey[list[ReadinessCheck]] = web.AppKey("readiness")
+"""Readiness checks run by /readyz; components append theirs while the app is built."""
+
+ACCESS_LOG_FIELDS: web.RequestKey[dict[str, str]] = web.RequestKey("access_log_fields", dict)
+"""Fields added to this request's access log line (user, sub, email, route, decision, reasons,
+upstream, ...). The observability middleware puts an empty dict here first; anyone may add to it."""

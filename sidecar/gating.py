@@ -1,0 +1,38 @@
+"""The seam between sidecar's catch-all route and the auth gate.
+
+A gate is `async (request) -> GateResult`. It lets a request through by returning the identity
+headers to add upstream, headers to add to the response (e.g. Set-Cookie from a refresh) and fields
+for the access log; it stops a request by raising (a `SidecarError` such as
+`NotAuthenticatedError`, or an aiohttp `HTTPFound` redirect to sign-in). The app holds exactly one
+gate in `app[keys.GATE]`; without a provider it is `open_gate`, which lets everything through
+with no identity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+
+@dataclass(frozen=True)
+class GateResult:
+    identity_headers: Sequence[tuple[str, str]] = ()
+    response_headers: Sequence[tuple[str, str]] = ()
+    log_fields: Mapping[str, str] = field(default_factory=dict)
+
+
+Gate = Callable[[web.Request], Awaitable[GateResult]]
+
+OPEN = GateResult(log_fields={"decision": "allow", "reasons": "no-provider"})
+
+
+async def open_gate(request: web.Request) -> GateResult:
+    """The gate without a provider: everyone passes, nobody is identified."""
+    return OPEN
+
+
+def never_own_cookie(name: str) -> bool:
+    """Without sessions sidecar has no cookies of its own: every cookie goes upstream."""
+    return False
