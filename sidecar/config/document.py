@@ -82,11 +82,7 @@ def parse_document(text: str, env: Mapping[str, str]) -> Document:
     try:
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        # Only the problem text: str(exc) quotes the offending line, which may hold a secret.
-        problem = exc.problem or exc.context or "not valid YAML"
-        line = mark.line + 1 if mark else None
-        raise DocumentError(line, f"YAML syntax error: {problem}") from None
+        raise DocumentError(*_describe_syntax_error(exc)) from None
     except yaml.YAMLError as exc:
         raise DocumentError(None, f"YAML error: {type(exc).__name__}") from None
     finally:
@@ -98,6 +94,29 @@ def parse_document(text: str, env: Mapping[str, str]) -> Document:
     doc.lines[()] = node.start_mark.line + 1
     doc.data = walker.build(node, ())
     return doc
+
+
+def _describe_syntax_error(exc: yaml.MarkedYAMLError) -> tuple[int | None, str]:
+    # Built from the problem text only: str(exc) quotes the offending line, which may hold a secret.
+    problem = exc.problem or "not valid YAML"
+    mark = exc.problem_mark
+    context = exc.context_mark
+    if context is not None and exc.context and "quoted scalar" in exc.context:
+        # An unclosed quote fails at the end of the file; the quote is what needs fixing.
+        problem = (
+            f"a quoted value is never closed ({problem} at line {mark.line + 1})"
+            if mark
+            else ("a quoted value is never closed")
+        )
+        mark = context
+    elif context is not None and exc.context and mark is not None and context.line != mark.line:
+        problem = f"{problem} ({exc.context} at line {context.line + 1})"
+    if "<block" in problem:
+        problem += "; check the indentation"
+    if "'\\t'" in problem:
+        problem += "; indent with spaces, not tabs"
+    mark = mark or context
+    return (mark.line + 1 if mark else None), f"YAML syntax error: {problem}"
 
 
 class _Walker:
