@@ -22,6 +22,7 @@ KeyPath = tuple[str | int, ...]
 
 _REFERENCE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{")
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
 _MAX_NODES = 100_000  # aliases can multiply a small file; a config is never this big
 
 
@@ -141,6 +142,10 @@ class _Walker:
             return None
         self.active.add(id(node))
         try:
+            if isinstance(node, yaml.CollectionNode) and node.tag not in _PLAIN_TAGS:
+                tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+                self.problem(node, path, f"the tag {tag} is not supported here")
+                return None
             if isinstance(node, yaml.MappingNode):
                 return self.build_mapping(node, path)
             if isinstance(node, yaml.SequenceNode):
