@@ -92,15 +92,18 @@ def build_attempt_cookie(
     *,
     now: float,
     max_attempts: int,
-    timeout: float,
+    timeout: float | None = None,
 ) -> list[str]:
     """Set-Cookie values storing `attempt` (valid `timeout` seconds) and pruning older attempts.
 
-    At most `max_attempts` attempts remain afterwards, the new one included: the oldest others are
+    `timeout` defaults to the policy's `login_timeout_seconds` (from the config). At most
+    `max_attempts` attempts remain afterwards, the new one included: the oldest others are
     deleted, as are attempt cookies that do not decode or have expired.
     """
     if max_attempts < 1:
         raise ValueError("max_attempts must be at least 1")
+    if timeout is None:
+        timeout = policy.login_timeout_seconds
     name = attempt_cookie_name(policy, attempt.state)
     headers: list[str] = []
     live: list[tuple[float, str]] = []

@@ -41,6 +41,8 @@ class CookiePolicy:
     same_site: SameSite = "Lax"
     domain: str | None = None
     max_cookie_bytes: int = 3800
+    login_timeout_seconds: int = 600
+    """Max-Age of login-attempt cookies (`session.login_timeout_seconds`)."""
     path: str = field(default="/", init=False)
     http_only: bool = field(default=True, init=False)
     _chunk: re.Pattern[str] = field(init=False, repr=False, compare=False)
@@ -78,6 +80,7 @@ class CookiePolicy:
             same_site=session.cookie_samesite,
             domain=session.cookie_domain,
             max_cookie_bytes=session.max_cookie_bytes,
+            login_timeout_seconds=session.login_timeout_seconds,
         )
 
     def attributes(self, max_age_seconds: int | None, *, same_site: SameSite | None = None) -> str:

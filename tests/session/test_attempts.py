@@ -77,6 +77,12 @@ def test_attempt_cookie_has_session_attributes_and_login_timeout() -> None:
     assert "secure" in attrs and "httponly" in attrs and attrs["path"] == "/"
 
 
+def test_attempt_cookie_lifetime_defaults_to_the_configured_login_timeout() -> None:
+    configured = CookiePolicy.from_config(make_config(login_timeout_seconds=120))
+    (header,) = build_attempt_cookie(codec, configured, attempt(1), {}, now=NOW, max_attempts=5)
+    assert "; Max-Age=120;" in header
+
+
 def test_attempt_cookie_is_lax_even_when_the_session_cookie_is_strict() -> None:
     strict = CookiePolicy.from_config(make_config(cookie_samesite="Strict"))
     headers = build_attempt_cookie(
