@@ -1,0 +1,138 @@
+"""`create_app`: the one place sidecar's parts are built and wired together.
+
+The request pipeline, outermost first:
+
+    observability (request id, access-log fields)  →  errors (SidecarError → page or JSON)
+      →  router: health under auth.prefix | auth endpoints (added by sidecar.auth) | catch-all
+           catch-all: gate (app[keys.GATE]) → build upstream headers → Forwarder
+
+Long-lived resources (the pooled upstream client and the forwarder using it) live in a cleanup
+context, so they are made inside the running loop and closed on shutdown. Parser limits and the
+access logger travel in `handler_args`, so every runner of this app (sidecar's server or a test
+server) enforces and logs the same way. `serve` (re-exported from `sidecar.server`) runs it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import AsyncIterator, Callable
+
+from aiohttp import web
+
+from sidecar import keys
+from sidecar.config.model import SidecarConfig
+from sidecar.error_adapter import make_error_middleware
+from sidecar.gating import never_own_cookie, open_gate
+from sidecar.observability.access import (
+    ACCESS_LOGGER_NAME,
+    AccessLogger,
+    make_observability_middleware,
+    make_request_id_echo,
+)
+from sidecar.observability.health import add_health_routes
+from sidecar.proxy.forward import Forwarder, create_upstream_client
+from sidecar.proxy.headers import build_header_plan, build_upstream_headers
+
+AuthSetup = Callable[[web.Application, SidecarConfig, Callable[[], float]], None]
+"""`sidecar.auth.setup(app, config, clock)`: called by create_app when a provider is configured."""
+
+__all__ = ["build_handler_args", "create_app", "serve"]
+
+
+def build_handler_args(config: SidecarConfig) -> dict[str, object]:
+    """Per-connection settings for aiohttp's protocol: parser limits and sidecar's access log."""
+    import logging
+
+    server = config.server
+    return {
+        "max_line_size": server.max_request_line_bytes,
+        "max_field_size": server.max_header_bytes,
+        "max_headers": server.max_headers,
+        "access_log_class": AccessLogger,
+        "access_log": logging.getLogger(ACCESS_LOGGER_NAME),
+    }
+
+
+async def handle_proxy(request: web.Request) -> web.StreamResponse:
+    """Everything that is not sidecar's own: through the gate, then to the upstream."""
+    app = request.app
+    result = await app[keys.GATE](request)
+    fields = request[keys.ACCESS_LOG_FIELDS]
+    fields.update(result.log_fields)
+    forwarder = app[keys.FORWARDER]
+    upstream = forwarder.select(request.path)
+    fields["upstream"] = upstream.url
+    headers = build_upstream_headers(
+        request.headers.items(),
+        plan=app[keys.HEADER_PLAN],
+        peer=request.remote,
+        scheme=request.scheme,
+        host=request.host,
+        request_id=request[keys.REQUEST_ID],
+        identity_headers=result.identity_headers,
+        cookie_names_to_drop=app[keys.IS_OWN_COOKIE],
+        upstream_host=forwarder.upstream_host(upstream),
+    )
+    return await forwarder.forward(request, headers, extra_response_headers=result.response_headers)
+
+
+def _upstream_context(config: SidecarConfig) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def upstream_client(app: web.Application) -> AsyncIterator[None]:
+        client = create_upstream_client()
+        app[keys.HTTP_CLIENT] = client
+        app[keys.FORWARDER] = Forwarder(
+            client, config.upstreams, max_body_bytes=config.server.max_body_bytes
+        )
+        try:
+            yield
+        finally:
+            await client.close()
+
+    return upstream_client
+
+
+def create_app(config: SidecarConfig, *, clock: Callable[[], float] = time.time) -> web.Application:
+    """Build the whole application for `config`; nothing is built anywhere else."""
+    server = config.server
+    app = web.Application(
+        middlewares=[
+            make_observability_middleware(server.trusted_proxies, server.request_id_header),
+            make_error_middleware(templates_dir=config.auth.templates_dir),
+        ],
+        handler_args=build_handler_args(config),
+        client_max_size=server.max_body_bytes or 1024**2,
+    )
+    app[keys.CONFIG] = config
+    app[keys.CLOCK] = clock
+    app[keys.HEADER_PLAN] = build_header_plan(config)
+    app[keys.GATE] = open_gate
+    app[keys.IS_OWN_COOKIE] = never_own_cookie
+    app[keys.READINESS] = []
+    app.on_response_prepare.append(make_request_id_echo(server.request_id_header))
+    app.cleanup_ctx.append(_upstream_context(config))
+
+    add_health_routes(app, config.auth.prefix)
+    if config.provider is not None:
+        # The seam for sign-in: sidecar.auth.setup replaces the gate, sets IS_OWN_COOKIE, adds its
+        # routes under auth.prefix, its readiness check and its own cleanup contexts.
+        setup_auth: AuthSetup = importlib.import_module("sidecar.auth").setup
+        setup_auth(app, config, clock)
+    app.router.add_route("*", "/{tail:.*}", handle_proxy)
+    return app
+
+
+def create_health_app(config: SidecarConfig, main_app: web.Application) -> web.Application:
+    """The app on `server.internal_listen`: /healthz and /readyz at the root, same checks."""
+    app = web.Application(handler_args=build_handler_args(config))
+    app[keys.CONFIG] = config
+    app[keys.READINESS] = main_app[keys.READINESS]
+    add_health_routes(app, "")
+    return app
+
+
+def serve(config: SidecarConfig) -> int:
+    """Run sidecar until SIGTERM/SIGINT; see `sidecar.server.serve`."""
+    from sidecar.server import serve as _serve
+
+    return _serve(config)

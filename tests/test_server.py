@@ -1,0 +1,156 @@
+"""`sidecar run` as a real process: it listens, logs its start, and drains gracefully on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+from aiohttp.test_utils import TestServer
+from support.echo import HOLD_RELEASE
+
+from sidecar.server import describe_upstream
+
+# Safety net only: every wait below ends on an event, this bounds a broken build.
+DEADLINE_SECONDS = 30
+
+
+class Sidecar:
+    """A sidecar process and the JSON lines it logs."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.lines: list[dict[str, Any]] = []
+
+    async def wait_for_line(self, predicate: Any) -> dict[str, Any]:
+        assert self.process.stderr is not None
+        async with asyncio.timeout(DEADLINE_SECONDS):
+            while True:
+                raw = await self.process.stderr.readline()
+                if not raw:
+                    raise AssertionError(f"sidecar exited; it logged: {self.lines}")
+                try:
+                    entry = json.loads(raw)
+                except ValueError:
+                    entry = {"message": raw.decode(errors="replace"), "unparsed": True}
+                self.lines.append(entry)
+                if predicate(entry):
+                    return entry
+
+
+async def start_sidecar(tmp_path: Path, config: dict[str, Any]) -> Sidecar:
+    config_file = tmp_path / "sidecar.yaml"
+    config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "sidecar",
+        "run",
+        "-c",
+        str(config_file),
+        stderr=asyncio.subprocess.PIPE,
+    )
+    return Sidecar(process)
+
+
+@pytest.fixture
+async def sidecar(tmp_path: Path, echo_server: TestServer) -> AsyncIterator[tuple[Sidecar, str]]:
+    upstream = str(echo_server.make_url("")).rstrip("/")
+    config = {
+        "version": 1,
+        "upstream": upstream,
+        "server": {
+            "listen": f"127.0.0.1:{free_port()}",
+            "internal_listen": f"127.0.0.1:{free_port()}",
+            "shutdown_grace_seconds": DEADLINE_SECONDS,
+        },
+    }
+    process = await start_sidecar(tmp_path, config)
+    try:
+        yield process, upstream
+    finally:
+        if process.process.returncode is None:
+            process.process.kill()
+            await process.process.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def is_started(entry: dict[str, Any]) -> bool:
+    return str(entry.get("message", "")).startswith("sidecar ") and "listen" in entry
+
+
+async def test_startup_line_names_the_addresses_and_upstreams(
+    sidecar: tuple[Sidecar, str],
+) -> None:
+    process, upstream = sidecar
+    started = await process.wait_for_line(is_started)
+    assert started["level"] == "info"
+    assert started["upstreams"] == [f"/ -> {upstream}"]
+    async with aiohttp.ClientSession() as client:
+        async with client.get(f"http://{started['listen']}/echo") as response:
+            assert response.status == 200
+        async with client.get(f"http://{started['internal_listen']}/healthz") as response:
+            assert await response.json() == {"status": "ok"}
+        async with client.get(f"http://{started['internal_listen']}/readyz") as response:
+            assert response.status == 200
+        async with client.get(f"http://{started['internal_listen']}/echo") as response:
+            assert response.status == 404  # the internal port serves health only
+    process.process.send_signal(signal.SIGINT)
+    assert await process.process.wait() == 0
+
+
+async def test_sigterm_lets_the_request_in_flight_finish_and_refuses_new_ones(
+    sidecar: tuple[Sidecar, str], echo_server: TestServer
+) -> None:
+    process, _ = sidecar
+    started = await process.wait_for_line(is_started)
+    address = started["listen"]
+    host, port = address.rsplit(":", 1)
+    async with (
+        aiohttp.ClientSession() as client,
+        client.get(f"http://{address}/hold") as response,
+    ):
+        assert response.status == 200
+        assert await response.content.readline() == b"first\n"  # the request is in flight
+
+        process.process.send_signal(signal.SIGTERM)
+        await process.wait_for_line(lambda e: str(e["message"]).startswith("shutting down"))
+        async with asyncio.timeout(DEADLINE_SECONDS):
+            while True:
+                try:
+                    _, writer = await asyncio.open_connection(host, int(port))
+                except (ConnectionRefusedError, ConnectionResetError):
+                    break  # reset: it was queued as the listener closed; not served either
+                writer.close()
+                await asyncio.sleep(0.01)
+
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection(host, int(port))
+
+        echo_server.app[HOLD_RELEASE].set()
+        assert await response.content.read() == b"last\n"
+    async with asyncio.timeout(DEADLINE_SECONDS):
+        assert await process.process.wait() == 0
+    assert process.process.stderr is not None
+    rest = [json.loads(line) for line in (await process.process.stderr.read()).splitlines()]
+    messages = [entry["message"] for entry in process.lines + rest]
+    assert "sidecar stopped" in messages
+    assert not any(entry.get("exception") for entry in process.lines + rest)
+
+
+def test_describe_upstream_hides_credentials() -> None:
+    assert describe_upstream("http://user:pw@app:8080/base") == "http://app:8080/base"
+    assert describe_upstream("http://app:8080") == "http://app:8080"
