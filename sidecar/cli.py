@@ -110,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, command in COMMANDS.items():
         sub = commands.add_parser(name, help=command.help, description=command.help)
         command.add_arguments(sub)
+        sub.set_defaults(command_parser=sub)  # usage errors found later show this command's usage
     return parser
 
 
@@ -120,7 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command].run(args)
     except _UsageError as exc:
-        parser.error(str(exc))  # exits 2
+        command_parser: argparse.ArgumentParser = args.command_parser
+        command_parser.error(str(exc))  # exits 2
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
