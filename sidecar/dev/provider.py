@@ -15,7 +15,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
 
@@ -46,7 +46,13 @@ _AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt",
 
 
 class DevProvider:
-    """An honest little OpenID provider whose `faults` make it dishonest on request."""
+    """An honest little OpenID provider whose `faults` make it dishonest on request.
+
+    Standalone: `issuer = await provider.start("127.0.0.1", 0)` binds a free port and fixes the
+    issuer; `await provider.stop()`. In pytest: `server = await aiohttp_server(provider.app())`,
+    then `provider.issuer = str(server.make_url(""))` (without it, the first request's origin is
+    taken). Register clients whose URLs are known only later with `add_client`.
+    """
 
     def __init__(
         self,
@@ -62,7 +68,9 @@ class DevProvider:
         auto_login: Mapping[str, Any] | None = None,
         token_urlsafe: Callable[[int], str] = secrets.token_urlsafe,
     ) -> None:
-        self._issuer = issuer.rstrip("/") if issuer else None
+        self._issuer: str | None = None
+        if issuer:
+            self.issuer = issuer
         self.clients: dict[str, DevClient] = {client.client_id: client for client in clients}
         self.clock = clock
         self.access_token_ttl = access_token_ttl
@@ -88,6 +96,9 @@ class DevProvider:
 
     @issuer.setter
     def issuer(self, value: str) -> None:
+        parts = urlsplit(value.rstrip("/"))
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query:
+            raise ValueError("the dev provider's issuer is an origin: http(s)://host[:port]")
         self._issuer = value.rstrip("/")
 
     def add_client(self, client: DevClient) -> None:
@@ -306,7 +317,8 @@ class DevProvider:
                 return _page(400, "Bad id_token_hint", "The id_token_hint was not issued here.")
         client_id = params.get("client_id")
         if hint_claims is not None:
-            hinted = str(hint_claims.get("azp") or hint_claims.get("aud"))
+            aud = hint_claims.get("aud")
+            hinted = str(hint_claims.get("azp") or (aud[0] if isinstance(aud, list) else aud))
             if client_id is not None and client_id != hinted:
                 return _page(400, "Bad client_id", "client_id does not match the id_token_hint.")
             client_id = hinted

@@ -671,3 +671,18 @@ async def test_start_binds_a_free_port_and_fixes_the_issuer() -> None:
             assert (await response.json())["issuer"] == issuer
     finally:
         await provider.stop()
+
+
+def test_issuer_must_be_an_origin() -> None:
+    with pytest.raises(ValueError, match="origin"):
+        DevProvider("http://127.0.0.1:9000/realms/x")
+    assert DevProvider("http://127.0.0.1:9000/").issuer == "http://127.0.0.1:9000"
+
+
+async def test_issuer_defaults_to_the_origin_of_the_first_request(
+    aiohttp_client: MakeClient,
+) -> None:
+    provider = DevProvider(clients=[CLIENT])
+    test_client = await aiohttp_client(provider.app())
+    meta = await (await test_client.get("/.well-known/openid-configuration")).json()
+    assert meta["issuer"] == str(test_client.make_url("/")).rstrip("/")
