@@ -340,5 +340,8 @@ async def test_oversized_header_is_refused_without_traceback(
         ParserErrorFilter().filter(record)
         assert record.exc_info is None
         assert "S3CRET" not in record.getMessage()
+    (line,) = await records.wait_for("sidecar.access", 1)
+    assert line.status == response.status  # type: ignore[attr-defined]
+    assert "S3CRET" not in record_text(line)
     ok = await client.get("/", headers={"Cookie": "small=1"})
     assert ok.status == 200
