@@ -111,7 +111,7 @@ def free_port() -> int:
         return port
 
 
-def config(issuer: str, **overrides: Any) -> ProviderConfig:
+def config(issuer: str | None, **overrides: Any) -> ProviderConfig:
     values: dict[str, Any] = {"issuer": issuer, "client_id": "app", "client_secret": "s"}
     values.update(overrides)
     return ProviderConfig.model_validate(values)
