@@ -15,6 +15,7 @@ from aiohttp import web
 from sidecar.config.model import SidecarConfig
 
 if TYPE_CHECKING:
+    from sidecar.auth.services import AuthServices
     from sidecar.gating import Gate
     from sidecar.observability.health import ReadinessCheck
     from sidecar.proxy.forward import Forwarder
@@ -36,6 +37,9 @@ IS_OWN_COOKIE: web.AppKey[Callable[[str], bool]] = web.AppKey("is_own_cookie")
 """Which cookie names are sidecar's own and never go upstream (the session package sets it)."""
 READINESS: web.AppKey[list[ReadinessCheck]] = web.AppKey("readiness")
 """Readiness checks run by /readyz; components append theirs while the app is built."""
+AUTH_SERVICES: web.AppKey[AuthServices] = web.AppKey("auth_services")
+"""Sign-in's long-lived objects (session store, provider directory and client), set by
+sidecar.auth.setup when a provider is configured; tests and diagnostics read it."""
 
 ACCESS_LOG_FIELDS: web.RequestKey[dict[str, str]] = web.RequestKey("access_log_fields", dict)
 """Fields added to this request's access log line (user, sub, email, route, decision, reasons,
