@@ -84,7 +84,12 @@ class ServerConfig(Model):
         8190, ge=256, description="Longest request line accepted; longer gets 414/431."
     )
     max_header_bytes: int = Field(
-        32768, ge=1024, description="Longest single header field accepted (the Cookie header of a large split session can reach 16 KB); larger gets 431."
+        32768,
+        ge=1024,
+        description=(
+            "Longest single header field accepted (the Cookie header of a large split session can "
+            "reach 16 KB); larger gets 431."
+        ),
     )
     max_headers: int = Field(100, ge=10, description="Most header fields in one request.")
     max_body_bytes: int | None = Field(
