@@ -52,7 +52,7 @@ class ServerConfig(Model):
     """How sidecar listens and what it trusts about the network in front of it."""
 
     listen: str = Field(
-        "0.0.0.0:4180",  # noqa: S104
+        "0.0.0.0:4180",
         description="Address and port sidecar serves on, as host:port.",
     )
     public_url: str | None = Field(
@@ -67,7 +67,7 @@ class ServerConfig(Model):
         (),
         description=(
             "Addresses or CIDR ranges of proxies in front of sidecar whose X-Forwarded-For/-Proto/"
-            "-Host and X-Request-Id are believed and appended to. From anyone else they are replaced."
+            "-Host and X-Request-Id are believed and appended to. From others they are replaced."
         ),
     )
     internal_listen: str | None = Field(
@@ -93,7 +93,9 @@ class ServerConfig(Model):
     )
     max_headers: int = Field(100, ge=10, description="Most header fields in one request.")
     max_body_bytes: int | None = Field(
-        None, ge=0, description="Largest request body passed upstream; larger gets 413. None: no limit."
+        None,
+        ge=0,
+        description="Largest request body passed upstream; larger gets 413. None: no limit.",
     )
     workers: int = Field(1, ge=1, description="Worker processes sharing the listening port.")
     request_id_header: str = Field(
@@ -144,9 +146,13 @@ class UpstreamConfig(Model):
         True,
         description="Pass the client's Host header through (true) or send the upstream's (false).",
     )
-    connect_timeout_seconds: float = Field(5.0, gt=0, description="Timeout to connect upstream (504).")
+    connect_timeout_seconds: float = Field(
+        5.0, gt=0, description="Timeout to connect upstream (504)."
+    )
     read_timeout_seconds: float = Field(
-        60.0, gt=0, description="Longest wait for the upstream between two reads (504 before a response)."
+        60.0,
+        gt=0,
+        description="Longest wait for the upstream between two reads (504 before a response).",
     )
 
     @field_validator("path")
@@ -195,9 +201,15 @@ class ProviderConfig(Model):
     authorization_endpoint: str | None = Field(
         None, description="Explicit authorization endpoint (overrides discovery)."
     )
-    token_endpoint: str | None = Field(None, description="Explicit token endpoint (overrides discovery).")
+    token_endpoint: str | None = Field(
+        None, description="Explicit token endpoint (overrides discovery)."
+    )
     userinfo_endpoint: str | None = Field(
-        None, description="Explicit userinfo endpoint (overrides discovery); for plain OAuth 2.0 the identity source."
+        None,
+        description=(
+            "Explicit userinfo endpoint (overrides discovery); for plain OAuth 2.0 the identity "
+            "source."
+        ),
     )
     jwks_uri: str | None = Field(None, description="Explicit JWKS URI (overrides discovery).")
     end_session_endpoint: str | None = Field(
@@ -214,13 +226,15 @@ class ProviderConfig(Model):
         None,
         description="PEM private key for private_key_jwt (or private_key_file: a PEM file).",
     )
-    private_key_id: str | None = Field(None, description="`kid` to put in private_key_jwt assertions.")
+    private_key_id: str | None = Field(
+        None, description="`kid` to put in private_key_jwt assertions."
+    )
     scopes: tuple[str, ...] = Field(
         ("openid", "email", "profile"), description="Scopes requested at sign-in."
     )
     extra_authorize_params: dict[str, str] = Field(
         default_factory=dict,
-        description="Extra authorization request parameters: prompt, acr_values, audience, resource, ...",
+        description="Extra authorization request parameters: prompt, acr_values, audience, ...",
     )
     id_token_algorithms: tuple[str, ...] = Field(
         ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"),
@@ -231,14 +245,20 @@ class ProviderConfig(Model):
         True, description="Fetch the userinfo endpoint after sign-in and merge its claims."
     )
     claims: ClaimsConfig = Field(default_factory=ClaimsConfig, description="Claim names.")
-    http_timeout_seconds: float = Field(10.0, gt=0, description="Timeout for calls to the provider.")
+    http_timeout_seconds: float = Field(
+        10.0, gt=0, description="Timeout for calls to the provider."
+    )
     insecure_allow_http: bool = Field(
         False,
         description="Allow a plain-http provider that is not on loopback. Never in production.",
     )
 
     @field_validator(
-        "issuer", "authorization_endpoint", "token_endpoint", "userinfo_endpoint", "jwks_uri",
+        "issuer",
+        "authorization_endpoint",
+        "token_endpoint",
+        "userinfo_endpoint",
+        "jwks_uri",
         "end_session_endpoint",
     )
     @classmethod
@@ -260,16 +280,22 @@ class ProviderConfig(Model):
         if self.discovery and not self.issuer:
             raise ValueError("issuer is required when discovery is on (or set discovery: false)")
         if not self.discovery and not (self.authorization_endpoint and self.token_endpoint):
-            raise ValueError("with discovery: false, authorization_endpoint and token_endpoint are required")
+            raise ValueError(
+                "with discovery: false, authorization_endpoint and token_endpoint are required"
+            )
         if self.is_oidc and not self.discovery and not self.jwks_uri:
             raise ValueError("with discovery: false and the openid scope, jwks_uri is required")
         if not self.is_oidc and not self.userinfo_endpoint:
-            raise ValueError("without the openid scope, userinfo_endpoint is the identity source and is required")
-        if self.token_endpoint_auth_method == "private_key_jwt":
+            raise ValueError(
+                "without the openid scope, userinfo_endpoint is the identity source and is required"
+            )
+        if self.token_endpoint_auth_method == "private_key_jwt":  # noqa: S105 - a method name
             if self.private_key is None:
                 raise ValueError("private_key_jwt needs private_key or private_key_file")
         elif self.client_secret is None:
-            raise ValueError(f"{self.token_endpoint_auth_method} needs client_secret or client_secret_file")
+            raise ValueError(
+                f"{self.token_endpoint_auth_method} needs client_secret or client_secret_file"
+            )
         if not self.insecure_allow_http:
             for url in (self.issuer, self.authorization_endpoint, self.token_endpoint):
                 if url and url.startswith("http:") and not is_loopback_url(url):
@@ -287,9 +313,13 @@ class ProviderConfig(Model):
 class KeepTokensConfig(Model):
     """Which tokens the session keeps. Dropping what the backend never needs keeps cookies small."""
 
-    access_token: bool = Field(True, description="Keep the access token (needed to pass it upstream).")
+    access_token: bool = Field(
+        True, description="Keep the access token (needed to pass it upstream)."
+    )
     refresh_token: bool = Field(True, description="Keep the refresh token (needed to refresh).")
-    id_token: bool = Field(True, description="Keep the ID token (needed for id_token_hint at sign-out).")
+    id_token: bool = Field(
+        True, description="Keep the ID token (needed for id_token_hint at sign-out)."
+    )
 
 
 class SessionConfig(Model):
@@ -297,20 +327,24 @@ class SessionConfig(Model):
 
     secrets: tuple[SecretStr, ...] = Field(
         description=(
-            "Cookie encryption keys (from `sidecar secret`). The first encrypts, all decrypt: put a "
-            "new key first to rotate. `secret: KEY` is the one-key shorthand; secrets_file / "
+            "Cookie encryption keys (from `sidecar secret`). The first encrypts, all decrypt: put "
+            "a new key first to rotate. `secret: KEY` is the one-key shorthand; secrets_file / "
             "secret_file read them from a file (one per line)."
         ),
     )
     cookie_name: str = Field(
         "_sidecar",
-        description="Base cookie name; __Host- is prefixed whenever Secure, Path=/ and no Domain allow it.",
+        description="Base cookie name; __Host- is prefixed whenever Secure and no Domain allow it.",
     )
-    cookie_domain: str | None = Field(None, description="Cookie Domain attribute (default: host only).")
+    cookie_domain: str | None = Field(
+        None, description="Cookie Domain attribute (default: host only)."
+    )
     cookie_secure: bool | None = Field(
         None, description="Secure attribute; default: on when server.public_url is https."
     )
-    cookie_samesite: Literal["Lax", "Strict", "None"] = Field("Lax", description="SameSite attribute.")
+    cookie_samesite: Literal["Lax", "Strict", "None"] = Field(
+        "Lax", description="SameSite attribute."
+    )
     lifetime_seconds: int = Field(43200, gt=0, description="Absolute session lifetime.")
     idle_timeout_seconds: int | None = Field(
         None, gt=0, description="End sessions unused for this long (None: no idle timeout)."
@@ -319,17 +353,29 @@ class SessionConfig(Model):
         60, ge=0, description="Refresh the access token this long before it expires."
     )
     refresh_grace_seconds: int = Field(
-        30, ge=0, description="How long a pre-refresh cookie is still served with the refreshed tokens."
+        30,
+        ge=0,
+        description="How long a pre-refresh cookie is still served with the refreshed tokens.",
     )
-    keep_tokens: KeepTokensConfig = Field(default_factory=KeepTokensConfig, description="Tokens kept.")
+    keep_tokens: KeepTokensConfig = Field(
+        default_factory=KeepTokensConfig, description="Tokens kept."
+    )
     max_cookie_bytes: int = Field(
-        3800, ge=1000, le=4093, description="Largest single Set-Cookie value; larger sessions are split."
+        3800,
+        ge=1000,
+        le=4093,
+        description="Largest single Set-Cookie value; larger sessions are split.",
     )
     max_login_attempts: int = Field(
-        5, ge=1, le=20, description="Concurrent sign-in attempts (tabs) remembered; oldest dropped first."
+        5,
+        ge=1,
+        le=20,
+        description="Concurrent sign-in attempts (tabs) remembered; oldest dropped first.",
     )
     login_timeout_seconds: int = Field(
-        600, gt=0, description="How long a sign-in attempt (state, nonce, PKCE verifier) stays valid."
+        600,
+        gt=0,
+        description="How long a sign-in attempt (state, nonce, PKCE verifier) stays valid.",
     )
     store: Literal["cookie"] = Field("cookie", description="Where sessions live: cookie.")
 
@@ -396,7 +442,9 @@ class HeadersConfig(Model):
 class AuthConfig(Model):
     """Sign-in behaviour and sidecar's own endpoints."""
 
-    prefix: str = Field("/oauth2", description="Path prefix of sidecar's endpoints (start, callback, ...).")
+    prefix: str = Field(
+        "/oauth2", description="Path prefix of sidecar's endpoints (start, callback, ...)."
+    )
     allowed_redirect_domains: tuple[str, ...] = Field(
         (),
         description=(
@@ -413,7 +461,8 @@ class AuthConfig(Model):
     )
     post_logout_redirect: str = Field("/", description="Where sign-out lands by default.")
     provider_logout: bool = Field(
-        True, description="On sign-out also end the provider session (RP-initiated logout) when possible."
+        True,
+        description="On sign-out also end the provider session (RP-initiated logout) if possible.",
     )
 
     @field_validator("prefix")
@@ -426,7 +475,9 @@ class AuthConfig(Model):
 
 class LoggingConfig(Model):
     level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
-    format: Literal["json", "text"] = Field("json", description="json for machines, text for humans.")
+    format: Literal["json", "text"] = Field(
+        "json", description="json for machines, text for humans."
+    )
 
 
 class SidecarConfig(Model):
@@ -443,7 +494,9 @@ class SidecarConfig(Model):
     provider: ProviderConfig | None = Field(
         None, description="The identity provider. Without it sidecar is a plain transparent proxy."
     )
-    session: SessionConfig | None = Field(None, description="Session cookies; required with a provider.")
+    session: SessionConfig | None = Field(
+        None, description="Session cookies; required with a provider."
+    )
     headers: HeadersConfig = Field(default_factory=HeadersConfig, description="Identity headers.")
     auth: AuthConfig = Field(default_factory=AuthConfig, description="Sign-in endpoints and pages.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
@@ -480,4 +533,3 @@ class SidecarConfig(Model):
         if self.session is not None and self.session.cookie_secure is not None:
             return self.session.cookie_secure
         return bool(self.server.public_url and self.server.public_url.startswith("https:"))
-
