@@ -114,6 +114,7 @@ class DevProvider:
 
     def app(self) -> web.Application:
         """A fresh aiohttp application serving this provider (mount at the issuer's origin)."""
+        log.warning("%s: it signs in anyone, with no password", NOT_FOR_PRODUCTION)
         app = web.Application(middlewares=[self._middleware])
         app.router.add_get(DISCOVERY_PATH, self._discovery)
         app.router.add_get(JWKS_PATH, self._jwks)
