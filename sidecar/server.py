@@ -4,13 +4,17 @@
 (and serves health and readiness alone on `server.internal_listen` when set), and runs until
 SIGTERM or SIGINT. Then it stops accepting connections at once, lets requests in flight finish
 for up to `server.shutdown_grace_seconds`, closes the upstream pool and returns 0 — a Kubernetes
-rolling update loses no request. uvloop is used when it is installed.
+rolling update loses no request. uvloop is used when it is installed. With `server.workers` > 1
+the process forks that many workers sharing the port (SO_REUSEPORT), forwards SIGTERM/SIGINT to
+them and exits 0 when all of them drained cleanly.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
+import os
 import signal
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -42,16 +46,21 @@ def describe_upstream(url: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
-async def _start(runner: web.AppRunner, listen: str) -> web.TCPSite:
+async def _start(runner: web.AppRunner, listen: str, *, reuse_port: bool) -> web.TCPSite:
     host, port = parse_listen(listen)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
+    site = web.TCPSite(
+        runner, host, port, backlog=1024, reuse_address=True, reuse_port=reuse_port or None
+    )
     await site.start()
     return site
 
 
 async def run_until_signalled(
-    config: SidecarConfig, *, started: Callable[[list[str]], None] | None = None
+    config: SidecarConfig,
+    *,
+    started: Callable[[list[str]], None] | None = None,
+    worker: int | None = None,
 ) -> None:
     """Serve `config` until SIGTERM/SIGINT, then drain. `started` gets the bound addresses."""
     grace = config.server.shutdown_grace_seconds
@@ -66,9 +75,10 @@ async def run_until_signalled(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:
-        await _start(runners[0], config.server.listen)
+        shared = worker is not None
+        await _start(runners[0], config.server.listen, reuse_port=shared)
         if config.server.internal_listen:
-            await _start(runners[1], config.server.internal_listen)
+            await _start(runners[1], config.server.internal_listen, reuse_port=shared)
         addresses = [f"{a[0]}:{a[1]}" for r in runners for a in r.addresses]
         logger.info(
             "sidecar %s listening on %s",
@@ -79,6 +89,8 @@ async def run_until_signalled(
                 "internal_listen": addresses[1] if len(addresses) > 1 else "",
                 "upstreams": [f"{u.path} -> {describe_upstream(u.url)}" for u in config.upstreams],
                 "provider": bool(config.provider),
+                "worker": worker if worker is not None else 0,
+                "pid": os.getpid(),
             },
         )
         if started is not None:
@@ -102,8 +114,62 @@ def run_coroutine(main: Coroutine[Any, Any, None]) -> None:
         runner.run(main)
 
 
+_STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
+_SUPERVISOR_SIGNALS = _STOP_SIGNALS | {signal.SIGCHLD}
+
+
+def _worker_main(config: SidecarConfig, worker: int) -> None:
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _SUPERVISOR_SIGNALS)
+    run_coroutine(run_until_signalled(config, worker=worker))
+
+
+def _supervise(config: SidecarConfig) -> int:
+    """Fork `server.workers` workers on one port, pass stop signals on, wait for their drain."""
+    context = multiprocessing.get_context("fork")
+    # Blocked before forking so no signal can slip in between; each worker unblocks its own.
+    signal.pthread_sigmask(signal.SIG_BLOCK, _SUPERVISOR_SIGNALS)
+    workers = [
+        context.Process(target=_worker_main, args=(config, n), name=f"sidecar-worker-{n}")
+        for n in range(config.server.workers)
+    ]
+    for process in workers:
+        process.start()
+    logger.info("supervising %d workers", len(workers), extra={"pid": os.getpid()})
+    failed = False
+    try:
+        while True:
+            received = signal.sigwait(_SUPERVISOR_SIGNALS)
+            if received in _STOP_SIGNALS:
+                break
+            died = [p for p in workers if not p.is_alive()]
+            if died:
+                logger.error(
+                    "worker %s exited with %s; stopping the others",
+                    died[0].name,
+                    died[0].exitcode,
+                )
+                failed = True
+                break
+    finally:
+        for process in workers:
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signal.SIGTERM)
+        for process in workers:
+            process.join(config.server.shutdown_grace_seconds + 10)
+            if process.is_alive():
+                process.kill()
+                process.join()
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SUPERVISOR_SIGNALS)
+    if failed or any(process.exitcode != 0 for process in workers):
+        return 1
+    logger.info("sidecar stopped")
+    return 0
+
+
 def serve(config: SidecarConfig) -> int:
     """Run sidecar with `config` until signalled; the process exit code (0 after a clean drain)."""
     configure_logging(config.logging)
+    if config.server.workers > 1:
+        return _supervise(config)
     run_coroutine(run_until_signalled(config))
     return 0

@@ -154,3 +154,31 @@ async def test_sigterm_lets_the_request_in_flight_finish_and_refuses_new_ones(
 def test_describe_upstream_hides_credentials() -> None:
     assert describe_upstream("http://user:pw@app:8080/base") == "http://app:8080/base"
     assert describe_upstream("http://app:8080") == "http://app:8080"
+
+
+async def test_workers_share_the_port_and_all_drain_on_sigterm(
+    tmp_path: Path, echo_server: TestServer
+) -> None:
+    port = free_port()
+    config = {
+        "version": 1,
+        "upstream": str(echo_server.make_url("")).rstrip("/"),
+        "server": {"listen": f"127.0.0.1:{port}", "workers": 2},
+    }
+    process = await start_sidecar(tmp_path, config)
+    try:
+        first = await process.wait_for_line(is_started)
+        second = await process.wait_for_line(is_started)
+        assert {first["worker"], second["worker"]} == {0, 1}
+        assert first["pid"] != second["pid"]
+        async with aiohttp.ClientSession() as client:
+            for _ in range(4):
+                async with client.get(f"http://127.0.0.1:{port}/echo") as response:
+                    assert response.status == 200
+        process.process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(DEADLINE_SECONDS):
+            assert await process.process.wait() == 0
+    finally:
+        if process.process.returncode is None:
+            process.process.kill()
+            await process.process.wait()
