@@ -79,15 +79,20 @@ def expand_env(value: str, env: Mapping[str, str]) -> tuple[str, list[str]]:
 
 def parse_document(text: str, env: Mapping[str, str]) -> Document:
     """Parse one YAML document. Syntax errors raise DocumentError; the rest land in `problems`."""
-    loader = yaml.SafeLoader(text)
     try:
-        node = loader.get_single_node()
+        loader = yaml.SafeLoader(text)  # the reader checks the characters right here
+        try:
+            node = loader.get_single_node()
+        finally:
+            loader.dispose()
+    except yaml.reader.ReaderError as exc:
+        line = text[: exc.position].count("\n") + 1
+        message = f"YAML syntax error: the character U+{exc.character:04X} is not allowed"
+        raise DocumentError(line, message) from None
     except yaml.MarkedYAMLError as exc:
         raise DocumentError(*_describe_syntax_error(exc)) from None
     except yaml.YAMLError as exc:
         raise DocumentError(None, f"YAML error: {type(exc).__name__}") from None
-    finally:
-        loader.dispose()
     if node is None:
         return Document(data=None)
     walker = _Walker(loader, env)
@@ -172,7 +177,7 @@ class _Walker:
             if not isinstance(key_node, yaml.ScalarNode):
                 self.problem(key_node, path, "a key must be a plain word, not a list or mapping")
                 continue
-            key = str(self.build_scalar(key_node, path, expand=False))
+            key = str(key_node.value)  # as written: `null: x` is the key "null", not None
             line = key_node.start_mark.line + 1
             if key in first_line:
                 self.problem(
@@ -195,14 +200,19 @@ class _Walker:
                         result.setdefault(key, value)
         return result
 
-    def build_scalar(self, node: yaml.Node, path: KeyPath, *, expand: bool = True) -> Any:
+    def build_scalar(self, node: yaml.Node, path: KeyPath) -> Any:
         try:
             value = self.loader.construct_object(node, deep=True)
         except yaml.YAMLError as exc:
             problem = getattr(exc, "problem", None) or "cannot read this value"
             self.problem(node, path, str(problem))
             return None
-        if expand and isinstance(value, str) and "${" in value:
+        except (ValueError, TypeError, AttributeError, LookupError, ArithmeticError):
+            # An explicit tag on a value that does not fit it (`!!int abc`) fails in Python code.
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            self.problem(node, path, f"not a valid {tag} value")
+            return None
+        if isinstance(value, str) and "${" in value:
             value, problems = expand_env(value, self.env)
             for message in problems:
                 self.problem(node, path, message)

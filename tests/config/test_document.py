@@ -163,3 +163,28 @@ def test_syntax_error_carries_its_line() -> None:
 
 def test_empty_text_is_no_data() -> None:
     assert parse_document("", {}).data is None
+
+
+def test_control_character_is_a_syntax_error_with_its_line() -> None:
+    with pytest.raises(DocumentError) as caught:
+        parse_document("a: 1\nb: x\x08y\n", {})
+    assert (caught.value.line, caught.value.message) == (
+        2,
+        "YAML syntax error: the character U+0008 is not allowed",
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a: !!int abc\n", "not a valid !!int value"),
+        ("a: !!bool maybe\n", "not a valid !!bool value"),
+        ("a: !!timestamp x\n", "not a valid !!timestamp value"),
+    ],
+)
+def test_value_that_does_not_fit_its_tag_is_a_problem(text: str, message: str) -> None:
+    assert parse_document(text, {}).problems == [(1, ("a",), message)]
+
+
+def test_keys_are_taken_as_written() -> None:
+    assert parse_document("null: 1\n1: 2\ntrue: 3\n", {}).data == {"null": 1, "1": 2, "true": 3}

@@ -408,3 +408,50 @@ def test_secret_values_never_appear_in_error_messages(secret: str, breakage: int
         assert secret not in str(exc)
     else:
         pytest.fail("a broken file was accepted")
+
+
+_yaml_fragments = st.sampled_from(
+    [
+        "version: 1\n",
+        "upstream: http://127.0.0.1:1\n",
+        "server:\n",
+        "  listen: x\n",
+        "- a\n",
+        "  - b: 1\n",
+        "!!int abc",
+        "!!bool maybe",
+        "!!timestamp x",
+        "&a ",
+        "*a",
+        "<<: *a\n",
+        "[",
+        "]",
+        "{",
+        "}",
+        ": ",
+        "? ",
+        '"',
+        "'",
+        "\t",
+        "${X}",
+        "${",
+        "$${",
+        "secret_file: /\n",
+        "\n",
+        " ",
+        "session:\n  secrets_file: nope\n",
+        "provider: {client_secret: 1}\n",
+        "%YAML 1.1\n---\n",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.lists(_yaml_fragments, max_size=12).map("".join), st.text()))
+def test_any_text_is_a_config_or_a_config_error(text: str) -> None:
+    try:
+        parse_config_text(text, source="c.yaml", env={}, base_dir=REPO)
+    except ConfigError as exc:
+        assert exc.problems
+        assert all(problem.startswith("c.yaml") for problem in exc.problems)
+        assert "Traceback" not in str(exc)
