@@ -41,6 +41,10 @@ class ProviderResponseError(Exception):
     """A provider answer sidecar cannot use; the message is a safe operator detail."""
 
 
+class IssuerMismatchError(ProviderResponseError):
+    """The discovered issuer is not the configured one (a misconfiguration or a mix-up)."""
+
+
 @dataclass(frozen=True)
 class ProviderMetadata:
     """What sidecar needs to know about the provider (from discovery and/or the config)."""
@@ -116,7 +120,11 @@ def build_metadata(config: ProviderConfig, doc: Mapping[str, Any] | None) -> Pro
     if config.discovery:
         found = doc.get("issuer")
         if found != config.issuer:
-            raise ProviderResponseError(f"issuer mismatch: expected {config.issuer}, got {found}")
+            raise IssuerMismatchError(f"issuer mismatch: expected {config.issuer}, got {found}")
+    if config.is_oidc and not config.issuer:
+        raise ProviderResponseError(
+            "issuer is required to validate ID tokens (set provider.issuer)"
+        )
 
     def pick(name: str) -> str | None:
         explicit: str | None = getattr(config, name)
@@ -288,10 +296,8 @@ class ProviderDirectory:
                 self._keys = await self._fetch_keys(self._metadata.jwks_uri)
         except (aiohttp.ClientError, TimeoutError, ProviderResponseError) as exc:
             detail = describe_http_failure(exc, self._config.http_timeout_seconds)
-            if detail.startswith("issuer mismatch"):
-                self._problem = detail
-            else:
-                self._problem = f"{step} failed: {detail}"
+            mismatch = isinstance(exc, IssuerMismatchError)
+            self._problem = detail if mismatch else f"{step} failed: {detail}"
             return False
         return True
 

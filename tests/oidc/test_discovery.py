@@ -17,6 +17,7 @@ from sidecar.config.model import ProviderConfig
 from sidecar.errors import ProviderUnavailableError
 from sidecar.oidc.discovery import (
     JWKS_REFETCH_INTERVAL_SECONDS,
+    MAX_DOCUMENT_BYTES,
     ProviderDirectory,
     ProviderResponseError,
     build_metadata,
@@ -452,4 +453,35 @@ async def test_discovery_that_is_not_json_is_reported(
     directory = await started(config(issuer), http, sleep=sleep)
     await sleep.reached(1)
     assert directory.status() == {"provider": "discovery failed: response is not JSON"}
+    await directory.close()
+
+
+def test_openid_without_an_issuer_cannot_become_ready() -> None:
+    cfg = config(
+        None,
+        discovery=False,
+        authorization_endpoint="https://id.example.com/a",
+        token_endpoint="https://id.example.com/t",
+        jwks_uri="https://id.example.com/jwks",
+    )
+    with pytest.raises(ProviderResponseError, match="issuer is required"):
+        build_metadata(cfg, None)
+
+
+async def test_oversized_discovery_document_is_refused(
+    aiohttp_server: ServerFactory, http: aiohttp.ClientSession
+) -> None:
+    app = web.Application()
+
+    async def huge(request: web.Request) -> web.Response:
+        return web.json_response({"padding": "x" * (MAX_DOCUMENT_BYTES + 10)})
+
+    app.router.add_get("/.well-known/openid-configuration", huge)
+    server = await aiohttp_server(app)
+    sleep = FakeSleep(park_after=1)
+    directory = await started(config(str(server.make_url("")).rstrip("/")), http, sleep=sleep)
+    await sleep.reached(1)
+    assert directory.status() == {
+        "provider": f"discovery failed: response larger than {MAX_DOCUMENT_BYTES} bytes"
+    }
     await directory.close()

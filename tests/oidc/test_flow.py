@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import itertools
+import re
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -48,6 +49,8 @@ def counting_bytes(n: int) -> bytes:
     """Deterministic 'randomness': each call returns n copies of the next byte value."""
     return bytes([next(_COUNTER) % 256]) * n
 
+
+ISSUER_MISMATCH_MESSAGE = "Sign-in came back from a different identity provider than expected."
 
 ATTEMPT = LoginAttempt(
     state="the-state",
@@ -256,3 +259,28 @@ def test_end_session_url_is_none_without_an_endpoint() -> None:
         issuer=ISSUER, authorization_endpoint="https://a", token_endpoint="https://t"
     )
     assert build_end_session_url(meta, "x.y.z", "https://app/") is None
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["code", "state", "iss", "error", "error_description", "x"]),
+        st.text(max_size=300),
+    )
+)
+def test_parse_callback_only_ever_returns_a_callback_or_raises_login_error(
+    query: dict[str, str],
+) -> None:
+    try:
+        callback = parse_callback(query, expected_issuer=ISSUER)
+    except LoginError as error:
+        assert error.code in {"callback_invalid", "issuer_mismatch", "provider_error"}
+        shown = re.fullmatch(
+            r"The identity provider did not complete the sign-in \((.*)\)\.", error.message
+        )
+        if shown:  # the only provider text a user ever sees: a short, safe error code
+            assert re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", shown.group(1))
+        else:
+            assert error.message in {LoginError.message, ISSUER_MISMATCH_MESSAGE}
+    else:
+        assert (callback.code, callback.state) == (query["code"], query["state"])
+        assert "error" not in query

@@ -421,3 +421,35 @@ def test_access_token_expiry_from_a_jwt_access_token(rsa_key: RSAKey) -> None:
 @pytest.mark.parametrize("access", ["opaque-token", "a.b.c", f"x.{b64json(['exp'])}.y"])
 def test_access_token_expiry_unknown(access: str) -> None:
     assert access_token_expiry(TokenResponse(access), NOW) is None
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children)
+    ),
+    max_leaves=10,
+)
+
+
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "access_token": _JSON,
+            "token_type": st.sampled_from(["Bearer", "bearer", "DPoP", "mac"]) | _JSON,
+            "expires_in": _JSON,
+            "refresh_token": _JSON,
+            "id_token": _JSON,
+            "scope": _JSON,
+        },
+    )
+    | _JSON
+)
+def test_parse_token_response_never_fails_unexpectedly(doc: Any) -> None:
+    try:
+        parsed = parse_token_response(doc)
+    except TokenResponseError:
+        return
+    assert isinstance(parsed.access_token, str) and parsed.access_token
+    assert parsed.expires_in is None or parsed.expires_in >= 0
