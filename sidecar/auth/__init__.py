@@ -1,1 +1,96 @@
+"""Sign-in: the auth gate, sidecar's own endpoints, refresh and redirect validation.
 
+`setup(app, config, clock)` is called once by `sidecar.app.create_app` when a provider is
+configured. It builds the session codec, cookie policy and store and the refresh coordinator
+(`AuthServices`), replaces the app's open gate with the real one, marks sidecar's cookies as its
+own (they never reach the backend), registers start/callback/sign_out/userinfo under
+`auth.prefix`, adds the provider readiness check, and a cleanup context that starts the provider
+directory (discovery and keys, retried in the background) and client with the app and closes them
+with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from functools import partial
+
+import aiohttp
+from aiohttp import web
+
+from sidecar import keys
+from sidecar.auth.gate import make_gate
+from sidecar.auth.handlers import add_routes
+from sidecar.auth.services import AuthServices
+from sidecar.config.model import SidecarConfig
+from sidecar.endpoints import Endpoints
+from sidecar.observability.health import CheckResult
+from sidecar.oidc.client import ProviderClient
+from sidecar.oidc.discovery import ProviderDirectory
+from sidecar.proxy.headers import build_header_plan
+from sidecar.session.codec import SessionCodec
+from sidecar.session.cookies import CookiePolicy, is_own_cookie
+from sidecar.session.store import CookieSessionStore
+
+__all__ = ["build_services", "setup"]
+
+
+def build_services(config: SidecarConfig, clock: Callable[[], float]) -> AuthServices:
+    """Everything sign-in needs that can be built before the app runs."""
+    if config.provider is None or config.session is None:
+        raise ValueError("sign-in needs the provider and session sections")
+    codec = SessionCodec([secret.get_secret_value() for secret in config.session.secrets])
+    policy = CookiePolicy.from_config(config)
+    return AuthServices(
+        config=config,
+        provider=config.provider,
+        session=config.session,
+        clock=clock,
+        codec=codec,
+        policy=policy,
+        store=CookieSessionStore(codec, policy, config.session),
+        endpoints=Endpoints(config.auth.prefix),
+        header_plan=build_header_plan(config),
+    )
+
+
+def _provider_context(
+    services: AuthServices,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def provider(app: web.Application) -> AsyncIterator[None]:
+        http = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
+        directory = ProviderDirectory(services.provider, http, clock=services.clock)
+        services.directory = directory
+        services.client = ProviderClient(services.provider, directory, http, clock=services.clock)
+        await directory.start()
+        try:
+            yield
+        finally:
+            await directory.close()
+            services.client = None
+            services.directory = None
+            await http.close()
+
+    return provider
+
+
+def _readiness(services: AuthServices) -> CheckResult:
+    directory = services.directory
+    if directory is None:
+        return CheckResult("provider", False, "not started")
+    return CheckResult("provider", directory.ready, directory.status()["provider"])
+
+
+def setup(app: web.Application, config: SidecarConfig, clock: Callable[[], float]) -> None:
+    """Wire sign-in into `app` (see the module docstring)."""
+    services = build_services(config, clock)
+    app[keys.AUTH_SERVICES] = services
+    app[keys.GATE] = make_gate(services)
+    policy = services.policy
+
+    def own_cookie(name: str) -> bool:
+        return is_own_cookie(policy, name)
+
+    app[keys.IS_OWN_COOKIE] = own_cookie
+    app[keys.READINESS].append(partial(_readiness, services))
+    app.cleanup_ctx.append(_provider_context(services))
+    add_routes(app, services)

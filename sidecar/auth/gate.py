@@ -1,0 +1,157 @@
+"""The auth gate: who is this request, and may it pass to the backend?
+
+Per request: cookies → `store.load` → `Session | None` → refresh when due (one refresh per
+session, see `sidecar.auth.refresh`) → identity headers. A request without a usable session is
+stopped: a browser's GET/HEAD is sent to sign in (straight to the provider, or to the sign-in page
+when `auth.sign_in_page`), landing afterwards on the URL it asked for; API clients (see
+`pages.wants_json`) and every other method get `401` with `WWW-Authenticate`. A refresh the
+provider rejects ends the session; a provider outage keeps it while its access token is still
+valid. The decision and its reasons go to the access log with the user's sub and email.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from sidecar import keys
+from sidecar.auth.identity_headers import build_identity_headers
+from sidecar.auth.redirects import check_redirect
+from sidecar.auth.refresh import needs_refresh, still_usable
+from sidecar.auth.services import AuthServices
+from sidecar.auth.sign_in import NO_STORE, begin_sign_in, log_event
+from sidecar.errors import NotAuthenticatedError, ProviderUnavailableError, RefreshRejectedError
+from sidecar.gating import Gate, GateResult
+from sidecar.pages import SIGN_IN_TEMPLATE, render_page, wants_json
+from sidecar.session.cookies import CookiePolicy
+from sidecar.session.model import Session
+
+WWW_AUTHENTICATE = ("WWW-Authenticate", 'Bearer realm="sidecar"')
+_IDLE_TOUCH_FRACTION = 10  # re-save last_seen_at after a tenth of the idle timeout
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """The session a request carries after refresh, the Set-Cookie values to send, and why."""
+
+    session: Session | None
+    set_cookies: tuple[str, ...] = ()
+    reasons: tuple[str, ...] = ()
+
+
+def _has_session_cookie(policy: CookiePolicy, cookies: Mapping[str, str]) -> bool:
+    return any(policy.chunk_index(name) is not None for name in cookies)
+
+
+def _needs_touch(services: AuthServices, session: Session, now: float) -> bool:
+    idle = services.session.idle_timeout_seconds
+    if idle is None:
+        return False
+    return now - session.last_seen_at >= max(1.0, idle / _IDLE_TOUCH_FRACTION)
+
+
+async def resolve_session(request: web.Request, services: AuthServices) -> Resolution:
+    """The request's session, refreshed when due. Raises `ProviderUnavailableError` only when a
+    refresh is overdue, the provider cannot be reached and the access token has really expired."""
+    now = services.clock()
+    cookies = request.cookies
+    store = services.store
+    session = store.load(cookies, now=now)
+    if session is None:
+        if _has_session_cookie(services.policy, cookies):
+            return Resolution(None, tuple(store.clear(cookies)), ("session-invalid",))
+        return Resolution(None, (), ("no-session",))
+    margin = services.session.refresh_margin_seconds
+    if needs_refresh(session, now=now, margin=margin):
+        try:
+            refreshed = await services.coordinator.refresh(session)
+        except RefreshRejectedError as exc:
+            log_event(request, "refresh_failed", reason=exc.code, sub=session.identity.sub)
+            return Resolution(None, tuple(store.clear(cookies)), ("refresh-rejected",))
+        except ProviderUnavailableError:
+            if not still_usable(session, now=now):
+                raise
+            return Resolution(session, (), ("session-valid", "refresh-deferred"))
+        session = replace(refreshed, last_seen_at=now)
+        return Resolution(session, tuple(store.save(session, cookies, now=now)), ("refreshed",))
+    if _needs_touch(services, session, now):
+        session = replace(session, last_seen_at=now)
+        return Resolution(session, tuple(store.save(session, cookies, now=now)), ("session-valid",))
+    return Resolution(session, (), ("session-valid",))
+
+
+def is_api_request(request: web.Request) -> bool:
+    """Clients that cannot follow a sign-in redirect: programs, and every method but GET/HEAD."""
+    return request.method not in ("GET", "HEAD") or wants_json(request.headers, request.method)
+
+
+def sign_in_required(
+    request: web.Request, services: AuthServices, resolution: Resolution
+) -> Exception:
+    """What to raise for a request without a session: 401, the sign-in page, or the redirect."""
+    set_cookies = [("Set-Cookie", value) for value in resolution.set_cookies]
+    if is_api_request(request):
+        return NotAuthenticatedError(headers=[*set_cookies, WWW_AUTHENTICATE])
+    origin = services.origin(request)
+    target = (
+        check_redirect(
+            request.raw_path,
+            origin=origin,
+            allowed_domains=services.config.auth.allowed_redirect_domains,
+        )
+        or "/"
+    )
+    if services.config.auth.sign_in_page:
+        start_url = services.endpoints.start + "?" + urlencode({"rd": target})
+        page = render_page(
+            SIGN_IN_TEMPLATE,
+            templates_dir=services.config.auth.templates_dir,
+            provider_name=services.config.auth.provider_name,
+            start_url=start_url,
+        )
+        return web.HTTPUnauthorized(
+            text=page,
+            content_type="text/html",
+            headers=[*set_cookies, NO_STORE, WWW_AUTHENTICATE],
+        )
+    redirect = begin_sign_in(request, services, target)
+    for name, value in set_cookies:
+        redirect.headers.add(name, value)
+    return redirect
+
+
+def _log_fields(session: Session | None, decision: str, reasons: tuple[str, ...]) -> dict[str, str]:
+    fields = {"decision": decision, "reasons": ",".join(reasons)}
+    if session is not None:
+        identity = session.identity
+        fields["user"] = identity.user
+        fields["sub"] = identity.sub
+        if identity.email:
+            fields["email"] = identity.email
+    return fields
+
+
+def make_gate(services: AuthServices) -> Gate:
+    """The gate `create_app` calls before forwarding any request that is not sidecar's own."""
+    headers_config = services.config.headers
+
+    async def gate(request: web.Request) -> GateResult:
+        resolution = await resolve_session(request, services)
+        session = resolution.session
+        if session is None:
+            decision = "deny" if is_api_request(request) else "sign-in"
+            reasons = (*resolution.reasons, "user-unauthenticated")
+            request[keys.ACCESS_LOG_FIELDS].update(_log_fields(None, decision, reasons))
+            raise sign_in_required(request, services, resolution)
+        return GateResult(
+            identity_headers=build_identity_headers(
+                session.identity, session.tokens, headers_config
+            ),
+            response_headers=[("Set-Cookie", value) for value in resolution.set_cookies],
+            log_fields=_log_fields(session, "allow", resolution.reasons),
+        )
+
+    return gate
