@@ -277,7 +277,13 @@ class ProviderDirectory:
     async def _load_until_ready(self) -> None:
         delay = BACKOFF_FIRST_SECONDS
         while True:
-            if await self._load_once():
+            try:
+                loaded = await self._load_once()
+            except Exception as exc:  # a bug must not silently end the retries: log, keep going
+                log.exception("unexpected error while loading the provider")
+                self._problem = f"provider loading failed: {type(exc).__name__}"
+                loaded = False
+            if loaded:
                 self._ready_event.set()
                 log.info("identity provider ready: %s", self._config.issuer or "explicit endpoints")
                 return
