@@ -151,6 +151,7 @@ def build_upstream_headers(
     prefixes = plan.strip_prefixes
 
     out: CIMultiDict[str] = CIMultiDict()
+    spelling: dict[str, str] = {}
     cookies: list[str] = []
     forwarded_for: list[str] = []
     forwarded_proto: str | None = None
@@ -175,7 +176,8 @@ def build_upstream_headers(
         if lname == "cookie":
             cookies.append(_filter_cookie(value, cookie_names_to_drop))
             continue
-        out.add(name, value)
+        # Repeats keep the first spelling: aiohttp's client merges `X-A` and `x-a` into one.
+        out.add(spelling.setdefault(lname, name), value)
 
     cookie = "; ".join(c for c in cookies if c)
     if cookie:
