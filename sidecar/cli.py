@@ -133,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sidecar: {exc.message}", file=sys.stderr)
         return EXIT_FAILURE
     except OSError as exc:  # e.g. the listen port is taken
-        print(f"sidecar: {exc.strerror or exc}", file=sys.stderr)
+        print(f"sidecar: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

@@ -156,6 +156,20 @@ def test_run_serves_until_sigterm_then_exits_0(tmp_path: Path) -> None:
             process.stdout.close()
 
 
+def test_run_on_a_taken_port_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = tmp_path / "run.yaml"
+        path.write_text(VALID + f"server:\n  listen: 127.0.0.1:{port}\n")
+        result = sidecar("run", "-c", str(path))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1].startswith("sidecar: ")
+    assert "address already in use" in result.stderr.splitlines()[-1]
+
+
 def _read_until(process: subprocess.Popen[str], marker: str, *, deadline: float) -> str:
     """Collect the process's output until a line holds `marker` (no fixed sleeps)."""
     assert process.stdout is not None
