@@ -98,6 +98,7 @@ class _State:
     base_dir: Path
     problems: list[tuple[int, KeyPath, str]]
     renames: dict[KeyPath, str] = field(default_factory=dict)
+    singles: set[KeyPath] = field(default_factory=set)  # list fields the user gave as one value
     secrets: list[str] = field(default_factory=list)
 
     def line_of(self, path: KeyPath) -> int:
@@ -111,11 +112,13 @@ class _State:
 
     def display(self, path: KeyPath) -> str:
         """The key path as the user wrote it (`client_secret_file`, not `client_secret`)."""
-        parts = list(path)
+        parts: list[str | int | None] = list(path)
         for end in range(1, len(path) + 1):
             if path[:end] in self.renames:
                 parts[end - 1] = self.renames[path[:end]]
-        return format_path(tuple(parts))
+            if path[: end - 1] in self.singles and isinstance(path[end - 1], int):
+                parts[end - 1] = None  # `secret: X` has no [0]
+        return format_path(tuple(part for part in parts if part is not None))
 
     def add_validation_errors(self, exc: ValidationError, data: dict[str, Any]) -> None:
         known = [self.display(path) for _, path, _ in self.problems if path]
@@ -219,6 +222,7 @@ def _resolve_secret_files(
         if short in data and target not in data:
             state.lines.setdefault((*path, target), state.line_of((*path, short)))
             state.renames.setdefault((*path, target), state.renames.get((*path, short), short))
+            state.singles.add((*path, target))
     for name, info in model.model_fields.items():
         inner = submodel(info.annotation)
         value = data.get(name)

@@ -455,3 +455,8 @@ def test_any_text_is_a_config_or_a_config_error(text: str) -> None:
         assert exc.problems
         assert all(problem.startswith("c.yaml") for problem in exc.problems)
         assert "Traceback" not in str(exc)
+
+
+def test_shorthand_secret_errors_are_named_as_written() -> None:
+    text = BASE.replace(f"secret: {COOKIE_SECRET}", "secret: [a, b]")
+    assert problems(text) == ["config.yaml:8: session.secret: should be a valid string"]
