@@ -15,6 +15,7 @@ server) enforces and logs the same way. `serve` (re-exported from `sidecar.serve
 from __future__ import annotations
 
 import importlib
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -42,8 +43,6 @@ __all__ = ["build_handler_args", "create_app", "serve"]
 
 def build_handler_args(config: SidecarConfig) -> dict[str, object]:
     """Per-connection settings for aiohttp's protocol: parser limits and sidecar's access log."""
-    import logging
-
     server = config.server
     return {
         "max_line_size": server.max_request_line_bytes,
