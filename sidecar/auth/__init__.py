@@ -26,7 +26,7 @@ from sidecar.endpoints import Endpoints
 from sidecar.observability.health import CheckResult
 from sidecar.oidc.client import ProviderClient
 from sidecar.oidc.discovery import ProviderDirectory
-from sidecar.proxy.headers import build_header_plan
+from sidecar.proxy.headers import HeaderPlan, build_header_plan
 from sidecar.session.codec import SessionCodec
 from sidecar.session.cookies import CookiePolicy, is_own_cookie
 from sidecar.session.store import CookieSessionStore
@@ -34,7 +34,9 @@ from sidecar.session.store import CookieSessionStore
 __all__ = ["build_services", "setup"]
 
 
-def build_services(config: SidecarConfig, clock: Callable[[], float]) -> AuthServices:
+def build_services(
+    config: SidecarConfig, clock: Callable[[], float], *, header_plan: HeaderPlan | None = None
+) -> AuthServices:
     """Everything sign-in needs that can be built before the app runs."""
     if config.provider is None or config.session is None:
         raise ValueError("sign-in needs the provider and session sections")
@@ -49,7 +51,7 @@ def build_services(config: SidecarConfig, clock: Callable[[], float]) -> AuthSer
         policy=policy,
         store=CookieSessionStore(codec, policy, config.session),
         endpoints=Endpoints(config.auth.prefix),
-        header_plan=build_header_plan(config),
+        header_plan=header_plan or build_header_plan(config),
     )
 
 
@@ -82,7 +84,7 @@ def _readiness(services: AuthServices) -> CheckResult:
 
 def setup(app: web.Application, config: SidecarConfig, clock: Callable[[], float]) -> None:
     """Wire sign-in into `app` (see the module docstring)."""
-    services = build_services(config, clock)
+    services = build_services(config, clock, header_plan=app.get(keys.HEADER_PLAN))
     app[keys.AUTH_SERVICES] = services
     app[keys.GATE] = make_gate(services)
     policy = services.policy

@@ -83,9 +83,17 @@ async def resolve_session(request: web.Request, services: AuthServices) -> Resol
     return Resolution(session, (), ("session-valid",))
 
 
+_NAVIGATION_MODES = frozenset({"navigate", "nested-navigate"})
+
+
 def is_api_request(request: web.Request) -> bool:
-    """Clients that cannot follow a sign-in redirect: programs, and every method but GET/HEAD."""
-    return request.method not in ("GET", "HEAD") or wants_json(request.headers, request.method)
+    """Clients that cannot follow a sign-in redirect: programs, every method but GET/HEAD, and
+    a browser's own background fetches (`Sec-Fetch-Mode` other than navigate), which could only
+    pile up sign-in attempts without ever reaching the provider's page."""
+    if request.method not in ("GET", "HEAD") or wants_json(request.headers, request.method):
+        return True
+    mode = request.headers.get("Sec-Fetch-Mode")
+    return mode is not None and mode.lower() not in _NAVIGATION_MODES
 
 
 def sign_in_required(

@@ -253,3 +253,67 @@ async def test_logs_name_the_user_and_never_a_secret(
     )
     for secret in secrets:
         assert secret not in everything
+
+
+async def test_background_fetch_without_session_gets_401_not_an_attempt(
+    make_stack: StackFactory,
+) -> None:
+    stack = await make_stack()
+    browser = await stack.browser()
+    hop = await browser.request(
+        "GET", stack.url("/poll"), headers={"Accept": "*/*", "Sec-Fetch-Mode": "cors"}
+    )
+    assert hop.status == 401
+    assert not any("_login_" in c for c in hop.set_cookies)
+    navigation = await browser.request(
+        "GET", stack.url("/page"), headers={"Sec-Fetch-Mode": "navigate"}
+    )
+    assert navigation.status == 302
+
+
+async def test_idle_timeout_is_extended_by_use(make_stack: StackFactory) -> None:
+    stack = await make_stack(session={"idle_timeout_seconds": 600})
+    browser = await stack.browser()
+    await stack.sign_in(browser)
+    stack.clock.advance(300)
+    touched = await browser.request("GET", stack.url("/a"))
+    assert touched.status == 200
+    assert sets_session(touched)
+    stack.clock.advance(500)  # 800 s after sign-in, 500 s after the last use
+    assert (await browser.request("GET", stack.url("/b"))).status == 200
+    stack.clock.advance(601)
+    idle = await browser.request("GET", stack.url("/c"))
+    assert idle.status == 302
+    assert idle.location.startswith(stack.provider.issuer)
+
+
+async def test_public_url_fixes_the_redirect_uri(make_stack: StackFactory) -> None:
+    stack = await make_stack(server={"public_url": "https://app.example.com"})
+    browser = await stack.browser()
+    hop = await browser.request("GET", stack.url("/x"), headers={"Host": "evil.test"})
+    query = {k: v[0] for k, v in parse_qs(urlsplit(hop.location).query).items()}
+    assert query["redirect_uri"] == "https://app.example.com/oauth2/callback"
+    attempt_cookies = [c for c in hop.set_cookies if "_login_" in c]
+    assert attempt_cookies and all("Secure" in c for c in attempt_cookies)
+    assert all(c.startswith("__Host-") for c in attempt_cookies)
+
+
+@pytest.mark.parametrize(
+    ("trusted", "expected"),
+    [
+        (["127.0.0.1/32"], "https://app.example.com/oauth2/callback"),
+        ([], None),
+    ],
+)
+async def test_forwarded_host_is_believed_only_from_trusted_proxies(
+    make_stack: StackFactory, trusted: list[str], expected: str | None
+) -> None:
+    stack = await make_stack(server={"trusted_proxies": trusted})
+    browser = await stack.browser()
+    hop = await browser.request(
+        "GET",
+        stack.url("/x"),
+        headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "app.example.com"},
+    )
+    query = {k: v[0] for k, v in parse_qs(urlsplit(hop.location).query).items()}
+    assert query["redirect_uri"] == (expected or stack.url("/oauth2/callback"))
