@@ -3,6 +3,7 @@
 The request pipeline, outermost first:
 
     observability (request id, access-log fields)  →  errors (SidecarError → page or JSON)
+      →  limits (431/414 with a page)
       →  router: health under auth.prefix | auth endpoints (added by sidecar.auth) | catch-all
            catch-all: gate (app[keys.GATE]) → build upstream headers → Forwarder
 
@@ -34,6 +35,7 @@ from sidecar.observability.access import (
 from sidecar.observability.health import add_health_routes
 from sidecar.proxy.forward import Forwarder, create_upstream_client
 from sidecar.proxy.headers import build_header_plan, build_upstream_headers
+from sidecar.request_limits import make_limits_middleware, parser_limits
 
 AuthSetup = Callable[[web.Application, SidecarConfig, Callable[[], float]], None]
 """`sidecar.auth.setup(app, config, clock)`: called by create_app when a provider is configured."""
@@ -45,9 +47,7 @@ def build_handler_args(config: SidecarConfig) -> dict[str, object]:
     """Per-connection settings for aiohttp's protocol: parser limits and sidecar's access log."""
     server = config.server
     return {
-        "max_line_size": server.max_request_line_bytes,
-        "max_field_size": server.max_header_bytes,
-        "max_headers": server.max_headers,
+        **parser_limits(server),
         "access_log_class": AccessLogger,
         "access_log": logging.getLogger(ACCESS_LOGGER_NAME),
     }
@@ -98,6 +98,7 @@ def create_app(config: SidecarConfig, *, clock: Callable[[], float] = time.time)
         middlewares=[
             make_observability_middleware(server.trusted_proxies, server.request_id_header),
             make_error_middleware(templates_dir=config.auth.templates_dir),
+            make_limits_middleware(server),
         ],
         handler_args=build_handler_args(config),
         client_max_size=server.max_body_bytes or 1024**2,

@@ -9,6 +9,7 @@
     │   └── RefreshRejectedError     401: the provider refused the refresh token (invalid_grant)
     ├── ForbiddenError               403: signed in, but the policy says no
     ├── PayloadTooLargeError         413
+    ├── RequestTargetTooLongError    414
     ├── HeadersTooLargeError         431
     ├── UpstreamUnavailableError     502: the backend refused or broke the connection
     ├── ProviderUnavailableError     503: the identity provider is unreachable or misbehaving
@@ -101,6 +102,12 @@ class PayloadTooLargeError(SidecarError):
     status = 413
     code = "payload_too_large"
     message = "The request body is too large."
+
+
+class RequestTargetTooLongError(SidecarError):
+    status = 414
+    code = "uri_too_long"
+    message = "The requested address is too long."
 
 
 class HeadersTooLargeError(SidecarError):
