@@ -283,8 +283,11 @@ class ProviderConfig(Model):
             raise ValueError(
                 "with discovery: false, authorization_endpoint and token_endpoint are required"
             )
-        if self.is_oidc and not self.discovery and not self.jwks_uri:
-            raise ValueError("with discovery: false and the openid scope, jwks_uri is required")
+        if self.is_oidc and not self.discovery and not (self.jwks_uri and self.issuer):
+            raise ValueError(
+                "with discovery: false and the openid scope, issuer and jwks_uri are required "
+                "(the ID token's iss is checked against issuer)"
+            )
         if not self.is_oidc and not self.userinfo_endpoint:
             raise ValueError(
                 "without the openid scope, userinfo_endpoint is the identity source and is required"
