@@ -3,31 +3,27 @@
 `oidc_provider` (session): installs the committed npm lock file when node_modules is missing or
 stale, runs `provider.mjs` on a free port of 127.0.0.1 and yields a `harness.RunningProvider`.
 `browser` (session): Playwright driving the Debian `/usr/bin/chromium` (never `playwright install`).
-`page`: a page in a fresh browser context (no cookies) per test. `serve_app`: starts aiohttp apps
-on 127.0.0.1, optionally on a socket bound in advance with `harness.bind_socket()`.
+`page`: a page in a fresh browser context (no cookies) per test. `servers`: starts aiohttp apps
+on 127.0.0.1, optionally on a socket bound in advance (`harness.Servers`).
 
 Every e2e test module sets `pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope=
 "session")]`: the browser lives in the session's event loop, so the tests and every async fixture
 they use (all here have `loop_scope="session"`) run in that loop. pytest-aiohttp's `aiohttp_server`
-and `aiohttp_client` belong to a per-test loop: use `serve_app` and `aiohttp.ClientSession` here.
+and `aiohttp_client` belong to a per-test loop: use `servers` and `aiohttp.ClientSession` here.
 """
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
 
 import pytest
 import pytest_asyncio
-from aiohttp import web
 from harness import (
     CHROMIUM_FLAGS,
     PAGE_TIMEOUT_MS,
     RunningProvider,
-    ServeApp,
-    base_url,
-    bind_socket,
+    Servers,
     find_chromium,
     missing_tool,
     start_provider,
@@ -78,22 +74,10 @@ async def page(browser: Browser) -> AsyncIterator[Page]:
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def serve_app() -> AsyncIterator[ServeApp]:
-    """Start aiohttp apps on 127.0.0.1 in the session loop; returns each one's base URL."""
-    runners: list[web.AppRunner] = []
-
-    async def start(app: web.Application, *, sock: socket.socket | None = None) -> str:
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        runners.append(runner)
-        if sock is None:
-            sock = bind_socket()
-        site = web.SockSite(runner, sock)
-        await site.start()
-        return base_url(sock)
-
+async def servers() -> AsyncIterator[Servers]:
+    """Serve aiohttp apps on 127.0.0.1 in the session loop; all stopped after the test."""
+    running = Servers()
     try:
-        yield start
+        yield running
     finally:
-        for runner in reversed(runners):
-            await runner.cleanup()
+        await running.close()

@@ -3,7 +3,7 @@
 `start_provider` runs `provider.mjs` (node `oidc-provider`, see its header for the accounts,
 scopes and clients it offers) on a free port of 127.0.0.1 and returns a `RunningProvider`, whose
 `register_client(...)` registers a confidential client by dynamic registration, so each test gets
-a client whose redirect URIs point at its own servers (bind them first with `bind_socket()`).
+a client whose redirect URIs point at its own servers (`Servers.reserve()` binds them first).
 `sign_in_at_provider`, `shows_provider_login_form` and `confirm_sign_out_at_provider` drive the
 provider's own pages in a Playwright page. `missing_tool` skips locally but fails under CI (`CI`
 set), so CI can never pass by not running these tests. The pytest fixtures are in conftest.py.
@@ -18,13 +18,14 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 if TYPE_CHECKING:
     from playwright.async_api import Page
@@ -46,9 +47,6 @@ CHROMIUM_FLAGS = (
 MIN_NODE = (20, 18)
 PROVIDER_START_SECONDS = 30.0
 PAGE_TIMEOUT_MS = 15_000
-
-# `serve_app(app, *, sock=None) -> base URL`: the fixture running aiohttp apps in the session loop.
-ServeApp = Callable[..., Awaitable[str]]
 
 
 def missing_tool(reason: str) -> NoReturn:
@@ -107,17 +105,54 @@ def ensure_node_modules() -> None:
 
 
 def bind_socket() -> socket.socket:
-    """A listening TCP socket on a free port of 127.0.0.1, for `serve_app(app, sock=...)`."""
+    """A listening TCP socket on a free port of 127.0.0.1."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
     return sock
 
 
 def base_url(sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
     return f"http://{host}:{port}"
+
+
+class Servers:
+    """aiohttp apps served on 127.0.0.1 in the running loop, all closed by `close()`.
+
+    `reserve()` binds a socket first, so its URL is known (to register a redirect URI, to write a
+    config) before the app that will serve on it is built; `serve(app, sock=...)` then serves it.
+    """
+
+    def __init__(self) -> None:
+        self._runners: list[web.AppRunner] = []
+        self._sockets: list[socket.socket] = []
+
+    def reserve(self) -> tuple[socket.socket, str]:
+        sock = bind_socket()
+        self._sockets.append(sock)
+        return sock, base_url(sock)
+
+    async def serve(self, app: web.Application, *, sock: socket.socket | None = None) -> str:
+        """Serve `app` (on `sock`, or a fresh socket) and return its base URL."""
+        if sock is None:
+            sock, _ = self.reserve()
+        runner = web.AppRunner(app, access_log=None)
+        self._runners.append(runner)
+        await runner.setup()
+        await web.SockSite(runner, sock).start()
+        return base_url(sock)
+
+    async def close(self) -> None:
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        for sock in self._sockets:
+            sock.close()
 
 
 @dataclass(frozen=True)

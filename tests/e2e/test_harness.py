@@ -22,9 +22,7 @@ from aiohttp import web
 from harness import (
     ClientCredentials,
     RunningProvider,
-    ServeApp,
-    base_url,
-    bind_socket,
+    Servers,
     confirm_sign_out_at_provider,
     shows_provider_login_form,
     sign_in_at_provider,
@@ -146,17 +144,16 @@ class RelyingParty:
 
 
 async def start_relying_party(
-    provider: RunningProvider, serve_app: ServeApp, *, access_token_ttl: int | None = None
+    provider: RunningProvider, servers: Servers, *, access_token_ttl: int | None = None
 ) -> RelyingParty:
-    sock = bind_socket()
-    url = base_url(sock)
+    sock, url = servers.reserve()
     client = await provider.register_client(
         [f"{url}/callback"],
         post_logout_redirect_uris=[f"{url}/signed-out"],
         access_token_ttl=access_token_ttl,
     )
     relying_party = RelyingParty(await provider.metadata(), client, url)
-    await serve_app(relying_party.app(), sock=sock)
+    await servers.serve(relying_party.app(), sock=sock)
     return relying_party
 
 
@@ -168,9 +165,9 @@ async def sign_in(page: Page, relying_party: RelyingParty, login: str) -> None:
 
 
 async def test_browser_sign_in_gives_id_token_with_email_and_groups(
-    oidc_provider: RunningProvider, serve_app: ServeApp, page: Page
+    oidc_provider: RunningProvider, servers: Servers, page: Page
 ) -> None:
-    relying_party = await start_relying_party(oidc_provider, serve_app)
+    relying_party = await start_relying_party(oidc_provider, servers)
 
     await page.goto(f"{relying_party.url}/login")
     assert await shows_provider_login_form(page)
@@ -190,9 +187,9 @@ async def test_browser_sign_in_gives_id_token_with_email_and_groups(
 
 
 async def test_plain_user_is_staff_only_and_userinfo_agrees(
-    oidc_provider: RunningProvider, serve_app: ServeApp, page: Page
+    oidc_provider: RunningProvider, servers: Servers, page: Page
 ) -> None:
-    relying_party = await start_relying_party(oidc_provider, serve_app)
+    relying_party = await start_relying_party(oidc_provider, servers)
 
     await sign_in(page, relying_party, "bob")
     tokens, attempt = await relying_party.redeem_last_callback()
@@ -211,9 +208,9 @@ async def test_plain_user_is_staff_only_and_userinfo_agrees(
 
 
 async def test_refresh_rotates_and_reuse_of_old_refresh_token_fails(
-    oidc_provider: RunningProvider, serve_app: ServeApp, page: Page
+    oidc_provider: RunningProvider, servers: Servers, page: Page
 ) -> None:
-    relying_party = await start_relying_party(oidc_provider, serve_app, access_token_ttl=2)
+    relying_party = await start_relying_party(oidc_provider, servers, access_token_ttl=2)
     await sign_in(page, relying_party, "carol")
     tokens, _ = await relying_party.redeem_last_callback()
     assert tokens["expires_in"] == 2
@@ -236,9 +233,9 @@ async def test_refresh_rotates_and_reuse_of_old_refresh_token_fails(
 
 
 async def test_rp_initiated_logout_ends_the_provider_session(
-    oidc_provider: RunningProvider, serve_app: ServeApp, page: Page
+    oidc_provider: RunningProvider, servers: Servers, page: Page
 ) -> None:
-    relying_party = await start_relying_party(oidc_provider, serve_app)
+    relying_party = await start_relying_party(oidc_provider, servers)
     await sign_in(page, relying_party, "dave")
     tokens, _ = await relying_party.redeem_last_callback()
 
