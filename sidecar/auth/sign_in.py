@@ -67,11 +67,12 @@ def begin_sign_in(request: web.Request, services: AuthServices, redirect_to: str
     return web.HTTPFound(url, headers=headers)
 
 
-def _merge_claims(id_claims: dict[str, Any], userinfo: dict[str, Any]) -> dict[str, Any]:
-    """ID token claims, updated with userinfo's profile claims; protocol claims dropped."""
+def merge_claims(id_claims: dict[str, Any], userinfo: dict[str, Any]) -> dict[str, Any]:
+    """ID token claims updated with userinfo (never its sub or iss over the ID token's); protocol
+    claims dropped. Without an ID token (plain OAuth 2.0) userinfo is the whole identity."""
     merged = dict(id_claims)
     for name, value in userinfo.items():
-        if name not in ("sub", "iss"):
+        if name not in ("sub", "iss") or name not in merged:
             merged[name] = value
     return {name: value for name, value in merged.items() if name not in _PROTOCOL_CLAIMS}
 
@@ -101,7 +102,7 @@ async def complete_sign_in(
         userinfo = await client.userinfo(response.access_token)
         if provider.is_oidc:
             check_userinfo_subject(id_claims, userinfo)
-    claims = _merge_claims(id_claims, userinfo)
+    claims = merge_claims(id_claims, userinfo)
     identity = build_identity(claims, provider.claims)
     now = services.clock()
     sid = id_claims.get("sid")
