@@ -84,7 +84,81 @@ def _secret(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address for all three servers")
+    parser.add_argument("--port", type=int, default=4180, help="sidecar's port (0: any free one)")
+    parser.add_argument(
+        "--provider-port", type=int, default=0, help="the development provider's port (0: any)"
+    )
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from sidecar.demo import demo_main
+
+    return demo_main(host=args.host, port=args.port, provider_port=args.provider_port)
+
+
+def _dev_provider_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9000)
+    parser.add_argument("--client-id", default="sidecar")
+    parser.add_argument(
+        "--client-secret",
+        default=os.environ.get("SIDECAR_DEV_CLIENT_SECRET"),
+        help="the client's secret (default: $SIDECAR_DEV_CLIENT_SECRET)",
+    )
+    parser.add_argument(
+        "--redirect-uri",
+        action="append",
+        default=[],
+        help="a registered redirect URI, e.g. http://127.0.0.1:4180/oauth2/callback (repeatable)",
+    )
+    parser.add_argument(
+        "--post-logout-redirect-uri", action="append", default=[], help="(repeatable)"
+    )
+
+
+def _dev_provider(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from sidecar.config.model import LoggingConfig
+    from sidecar.demo import run_dev_provider
+    from sidecar.observability.logging import configure_logging
+
+    if not args.client_secret:
+        raise _UsageError("give --client-secret or set SIDECAR_DEV_CLIENT_SECRET")
+    if not args.redirect_uri:
+        raise _UsageError("give at least one --redirect-uri")
+    configure_logging(LoggingConfig(format="text", level="info"))
+
+    def started(issuer: str) -> None:
+        print(f"development provider (NOT FOR PRODUCTION) at {issuer}", flush=True)
+
+    asyncio.run(
+        run_dev_provider(
+            host=args.host,
+            port=args.port,
+            client_id=args.client_id,
+            client_secret=args.client_secret,
+            redirect_uris=args.redirect_uri,
+            post_logout_redirect_uris=args.post_logout_redirect_uri,
+            started=started,
+        )
+    )
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Command] = {
+    "demo": Command(
+        "run a self-contained demo: development provider, a backend, sidecar in front",
+        _demo_arguments,
+        _demo,
+    ),
+    "dev-provider": Command(
+        "run the development OpenID provider alone (NOT FOR PRODUCTION)",
+        _dev_provider_arguments,
+        _dev_provider,
+    ),
     "run": Command("serve: sidecar in front of the upstreams", _config_argument, _run),
     "check-config": Command(
         "validate a configuration file and list every problem", _config_argument, _check_config
