@@ -251,3 +251,25 @@ async def test_same_origin_get_sign_out_signs_out(make_stack: StackFactory) -> N
     assert hop.location == "/"
     assert not browser.has_session()
     assert stack.provider.counters.end_session == 0
+
+
+@pytest.mark.parametrize("fault", ["token_status_500", "token_drop_connection"])
+async def test_token_endpoint_outage_during_sign_in_gives_a_503_page(
+    make_stack: StackFactory, fault: str
+) -> None:
+    stack = await make_stack()
+    setattr(stack.provider.faults, fault, True)
+    browser = await stack.browser()
+    hops = await browser.follow(stack.url("/private"))
+    assert [hop.status for hop in hops] == [302, 302, 503]
+    assert "Sign in again" in hops[-1].text
+    assert not browser.has_session()
+
+
+async def test_id_token_without_kid_from_a_single_key_provider_is_accepted(
+    make_stack: StackFactory,
+) -> None:
+    stack = await make_stack()
+    stack.provider.faults.no_kid = True
+    browser = await stack.browser()
+    await stack.sign_in(browser, "/no-kid")
