@@ -3,7 +3,7 @@
     SidecarError                     code, status, safe message (never a secret)
     ├── ConfigError                  invalid configuration (not an HTTP error: printed by the CLI)
     ├── BadRequestError              400: a request sidecar refuses to interpret
-    │   └── LoginError               400: a sign-in callback that cannot complete (state, code, token)
+    │   └── LoginError               400: a sign-in callback that cannot complete (state, code)
     │       └── IdTokenError         400: the ID token failed a check of OpenID Connect Core 3.1.3.7
     ├── NotAuthenticatedError        401: API client without a valid session or token
     │   └── RefreshRejectedError     401: the provider refused the refresh token (invalid_grant)

@@ -49,7 +49,7 @@ class Identity:
 
 @dataclass(frozen=True)
 class Tokens:
-    """The provider's tokens. `expires_at` is the access token's expiry (epoch seconds), if known."""
+    """The provider's tokens; `expires_at` is the access token's expiry (epoch seconds) if known."""
 
     access_token: str | None = None
     refresh_token: str | None = None
