@@ -53,7 +53,7 @@ class Endpoints:
         return self.prefix + READYZ
 
 
-# Hop-by-hop headers (RFC 9110 section 7.6.1), lower case. Headers named in Connection are hop-by-hop too.
+# Hop-by-hop headers (RFC 9110 section 7.6.1), lower case; those named in Connection are too.
 HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -71,7 +71,7 @@ HOP_BY_HOP = frozenset(
 X_FORWARDED_FOR = "X-Forwarded-For"
 X_FORWARDED_PROTO = "X-Forwarded-Proto"
 X_FORWARDED_HOST = "X-Forwarded-Host"
-X_FORWARDED_ACCESS_TOKEN = "X-Forwarded-Access-Token"
+X_FORWARDED_ACCESS_TOKEN = "X-Forwarded-Access-Token"  # noqa: S105 - a header name
 
 # Forward-auth response headers (oauth2-proxy's names); always stripped from incoming requests.
 X_AUTH_REQUEST_HEADERS = (
