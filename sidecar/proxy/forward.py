@@ -189,31 +189,34 @@ class Forwarder:
                 raise PayloadTooLargeError(reason=f"chunked body over {limit}") from exc
             raise UpstreamUnavailableError(reason=f"{type(exc).__name__} to {route.base}") from exc
 
+        response = web.StreamResponse(
+            status=upstream.status,
+            reason=upstream.reason,
+            headers=build_response_headers(upstream.headers.items()),
+        )
+        for name, value in extra_response_headers:
+            response.headers.add(name, value)
+        complete = False
         try:
-            response = web.StreamResponse(
-                status=upstream.status,
-                reason=upstream.reason,
-                headers=build_response_headers(upstream.headers.items()),
-            )
-            for name, value in extra_response_headers:
-                response.headers.add(name, value)
-            if request.method == "HEAD" or upstream.status in _NO_BODY_STATUSES:
-                await response.prepare(request)
-                upstream.release()
-                return response
             await response.prepare(request)
-            async for chunk in upstream.content.iter_any():
-                await response.write(chunk)
-            if too_large:
-                _abort(request)
-                return response
+            if request.method != "HEAD" and upstream.status not in _NO_BODY_STATUSES:
+                async for chunk in upstream.content.iter_any():
+                    await response.write(chunk)
+            complete = not too_large
         except (aiohttp.ClientError, TimeoutError, ConnectionError):
             # The response has started: nothing to render, only a truncated answer to signal.
-            upstream.close()
-            _abort(request)
+            pass
+        finally:
+            # Also on cancellation (the client left): a half-read connection is never reused.
+            if complete:
+                upstream.release()
+            else:
+                upstream.close()
+        if complete:
+            with contextlib.suppress(ConnectionError):  # the client left after the last byte
+                await response.write_eof()
             return response
-        upstream.release()
-        await response.write_eof()
+        _abort(request)
         return response
 
     async def _forward_websocket(

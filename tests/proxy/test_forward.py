@@ -466,3 +466,41 @@ def _json_body(body: bytes) -> dict[str, Any]:
         return dict(json.loads(body))
     size, _, rest = body.partition(b"\r\n")
     return dict(json.loads(rest[: int(size, 16)]))
+
+
+async def test_client_leaving_mid_download_frees_the_upstream_quietly(
+    proxy: TestClient[Any, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    resp = await proxy.get("/download?bytes=" + str(100 * MiB))
+    assert len(await resp.content.readexactly(MiB)) == MiB
+    resp.close()  # the browser navigates away
+    again = await proxy.get("/echo")
+    assert again.status == 200
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+
+
+async def test_backend_dying_mid_body_is_not_logged_as_a_crash(
+    proxy: TestClient[Any, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    resp = await proxy.get("/truncate")
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await resp.read()
+    assert (await proxy.get("/echo")).status == 200
+    assert not [r for r in caplog.records if "Traceback" in r.getMessage()]
+
+
+async def test_expect_100_continue_upload_passes(proxy: TestClient[Any, Any]) -> None:
+    resp = await proxy.post("/upload", data=b"x" * 5000, expect100=True)
+    assert (await resp.json())["body_length"] == 5000
+
+
+async def test_absolute_form_request_target_goes_to_the_configured_upstream(
+    proxy: TestClient[Any, Any],
+) -> None:
+    status, _, body = await raw_exchange(
+        proxy.port,  # type: ignore[arg-type]
+        b"GET http://evil.example/echo?a=1 HTTP/1.1\r\nHost: app.example\r\n"
+        b"Connection: close\r\n\r\n",
+    )
+    assert status == 200
+    assert _json_body(body)["raw_path"] == "/echo?a=1"

@@ -16,6 +16,7 @@ import asyncio
 import gzip
 import hashlib
 import json
+from collections.abc import Awaitable, Callable
 
 from aiohttp import WSMsgType, web
 
@@ -186,18 +187,32 @@ async def truncate(request: web.Request) -> web.StreamResponse:
     return response
 
 
+def _quiet_when_peer_leaves(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """A peer (the proxy) leaving mid-stream is normal here, not a backend crash to log."""
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ConnectionResetError:
+            return web.Response(status=499)
+
+    return wrapped
+
+
 def make_echo_app() -> web.Application:
     """The echo backend as an aiohttp application (serve it with `aiohttp_server`)."""
     app = web.Application(client_max_size=1 << 40)
     app[HOLD_RELEASE] = asyncio.Event()
     app[WS_CLOSE_CODES] = asyncio.Queue()
     app.router.add_get("/truncate", truncate)
-    app.router.add_get("/hold", hold)
-    app.router.add_get("/stream", stream)
-    app.router.add_get("/download", download)
+    app.router.add_get("/hold", _quiet_when_peer_leaves(hold))
+    app.router.add_get("/stream", _quiet_when_peer_leaves(stream))
+    app.router.add_get("/download", _quiet_when_peer_leaves(download))
     app.router.add_post("/upload", upload)
     app.router.add_put("/upload", upload)
-    app.router.add_get("/sse", sse)
+    app.router.add_get("/sse", _quiet_when_peer_leaves(sse))
     app.router.add_route("*", "/status/{code:\\d+}", status)
     app.router.add_get("/cookies", cookies)
     app.router.add_get("/gzip", gzipped)
