@@ -346,7 +346,9 @@ async def test_backend_dying_mid_body_truncates_the_response(proxy: TestClient[A
 
 
 async def test_websocket_round_trips_text_binary_and_ping(proxy: TestClient[Any, Any]) -> None:
-    async with proxy.ws_connect("/ws", protocols=("chat",), autoping=False) as ws:
+    async with proxy.ws_connect(
+        "/ws", protocols=("chat",), autoping=False, origin="https://app.example"
+    ) as ws:
         assert ws.protocol == "chat"
         await ws.send_str("hello")
         assert (await ws.receive()).data == "hello"
@@ -360,6 +362,7 @@ async def test_websocket_round_trips_text_binary_and_ping(proxy: TestClient[Any,
         upstream_headers = json.loads((await ws.receive()).data)
         names = [n.lower() for n, _ in upstream_headers]
         assert ["X-Forwarded-User", "alice"] in upstream_headers
+        assert ["Origin", "https://app.example"] in upstream_headers
         assert "sec-websocket-extensions" not in names
 
 
@@ -504,3 +507,30 @@ async def test_absolute_form_request_target_goes_to_the_configured_upstream(
     )
     assert status == 200
     assert _json_body(body)["raw_path"] == "/echo?a=1"
+
+
+async def test_upstream_connections_are_pooled_and_kept_alive(proxy: TestClient[Any, Any]) -> None:
+    ports = set()
+    for _ in range(5):
+        report = await (await proxy.get("/echo")).json()
+        ports.add(report["peer_port"])
+    assert len(ports) == 1
+
+
+async def test_upstream_base_path_is_prefixed(
+    echo_server: TestServer, aiohttp_client: ClientFactory
+) -> None:
+    config = make_config(str(echo_server.make_url("/base/")))
+    client = await aiohttp_client(make_proxy_app(config))
+    report = await (await client.get("/x/y?z=1")).json()
+    assert report["raw_path"] == "/base/x/y?z=1"
+
+
+async def test_http_1_0_client_gets_the_body_without_chunking(proxy: TestClient[Any, Any]) -> None:
+    status, headers, body = await raw_exchange(
+        proxy.port,  # type: ignore[arg-type]
+        b"GET /stream?n=3&size=4 HTTP/1.0\r\nHost: app.example\r\n\r\n",
+    )
+    assert status == 200
+    assert "Transfer-Encoding" not in dict(headers)
+    assert body == b"000011112222"

@@ -1,13 +1,16 @@
-"""A real aiohttp backend for tests: it reports what it received and answers in every way a proxy
-must pass on.
+"""A real aiohttp backend for tests: it reports what it received and answers in every way a
+proxy must pass on. Bodies are hashed as they arrive, never held whole.
 
-Routes: `/echo` (anything; JSON of method, raw path, query, all headers as pairs, body length and
-sha256 — the catch-all answers the same), `/stream?n=&size=&delay=` (chunked), `/download?bytes=N`
-(generated on the fly), `/upload` (consumed streaming: length and sha256), `/sse?n=&delay=&hold=`,
-`/status/{code}`, `/cookies` (several Set-Cookie), `/gzip` (pre-compressed body), `/slow?seconds=`,
-`/ws` (websocket echo; a text `close:<code>` closes with that code), `/hold` (streams one chunk,
-then waits until `HOLD_RELEASE` is set), `/redirect`, `/hop` (hop-by-hop response
-headers), `/truncate` (dies mid-body). Bodies are hashed as they arrive, never held whole.
+Routes:
+- `/echo` (and any unknown path): JSON of method, raw path, query, all headers as pairs, body
+  length and sha256, peer address and port.
+- `/stream?n=&size=&delay=` chunked; `/download?bytes=N` generated on the fly; `/upload` consumed
+  streaming, answers length and sha256; `/sse?n=&delay=&hold=` server-sent events.
+- `/hold` streams one chunk, then waits until the test sets `HOLD_RELEASE`.
+- `/status/{code}`, `/cookies` (several Set-Cookie), `/gzip` (pre-compressed body),
+  `/slow?seconds=`, `/redirect`, `/hop` (hop-by-hop response headers), `/truncate` (dies mid-body).
+- `/ws` websocket echo; the text `close:<code>` closes with that code, `headers` returns the
+  handshake headers; close codes seen from peers go to `WS_CLOSE_CODES`.
 """
 
 from __future__ import annotations
@@ -40,6 +43,12 @@ async def _digest_body(request: web.Request) -> tuple[int, str]:
     return length, digest.hexdigest()
 
 
+def _peer_port(request: web.Request) -> int | None:
+    """The client's source port: equal across requests when a connection is kept alive."""
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    return int(peer[1]) if peer else None
+
+
 async def echo(request: web.Request) -> web.Response:
     length, sha = await _digest_body(request)
     report = {
@@ -50,6 +59,7 @@ async def echo(request: web.Request) -> web.Response:
         "body_length": length,
         "body_sha256": sha,
         "peer": request.remote,
+        "peer_port": _peer_port(request),
     }
     return web.json_response(report, headers={"X-Echo": "1"})
 
