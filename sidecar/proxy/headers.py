@@ -32,7 +32,19 @@ from sidecar.endpoints import (
 _X_AUTH_REQUEST_PREFIX = "x-auth-request-"
 # Headers that describe the client's connection: believed only from trusted proxies.
 _FORWARDING = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"})
-_FORWARDING_UNTRUSTED_ONLY = frozenset({"forwarded", "x-real-ip"})
+# More headers that backends believe about the client or the original URL (X-Original-URL can
+# re-route a request past the path the gate checked): dropped unless a trusted proxy sent them.
+_FORWARDING_UNTRUSTED_ONLY = frozenset(
+    {
+        "forwarded",
+        "x-real-ip",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-forwarded-server",
+        "x-original-url",
+        "x-rewrite-url",
+    }
+)
 _TRUST_CACHE_MAX = 4096
 
 

@@ -268,6 +268,28 @@ FORWARDED_ROWS: list[tuple[str, list[tuple[str, str]], str | None, dict[str, lis
         TRUSTED,
         {"Forwarded": ["for=1.2.3.4"], "X-Real-IP": ["1.2.3.4"]},
     ),
+    (
+        "URL-rewriting and prefix headers dropped from untrusted clients",
+        [
+            ("X-Original-URL", "/admin"),
+            ("x_rewrite_url", "/admin"),
+            ("X-Forwarded-Prefix", "/evil"),
+            ("X-Forwarded-Port", "8443"),
+        ],
+        UNTRUSTED,
+        {
+            "X-Original-URL": [],
+            "X-Rewrite-URL": [],
+            "X-Forwarded-Prefix": [],
+            "X-Forwarded-Port": [],
+        },
+    ),
+    (
+        "URL-rewriting and prefix headers kept from trusted proxies",
+        [("X-Original-URL", "/app/x"), ("X-Forwarded-Prefix", "/app")],
+        TRUSTED,
+        {"X-Original-URL": ["/app/x"], "X-Forwarded-Prefix": ["/app"]},
+    ),
     ("unknown peer", [("X-Forwarded-For", "1.2.3.4")], None, {"X-Forwarded-For": []}),
     (
         "peer that is not an address",
