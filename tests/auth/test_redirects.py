@@ -361,7 +361,53 @@ _PIECES = st.sampled_from(
         "%25",
     ]
 )
+_URL_LIKE = st.builds(
+    "{}{}{}{}{}".format,
+    st.sampled_from(["https://", "http://", "HTTPS://", "//", "/", "https:", "https:/", ""]),
+    st.sampled_from(
+        [
+            "app.example.org",
+            "APP.example.org",
+            "evil.com",
+            "corp.example",
+            "x.corp.example",
+            "docs.example.net",
+            "ports.example.net",
+            "app.example.org@evil.com",
+            "evil.com@app.example.org",
+            "evil.com#@app.example.org",
+            "app.example.org.evil.com",
+            "evilcorp.example",
+            "[::1]",
+            "",
+            "%2f",
+            "\\",
+            "@",
+        ]
+    ),
+    st.sampled_from(["", ":443", ":8443", ":80", ":0", ":"]),
+    st.sampled_from(["", "/", "//", "/\\", "/a/b", "/./x", "/%2e%2e/", "?q=1", "#f", "/%09"]),
+    st.lists(_PIECES, max_size=4).map("".join),
+)
+# A good start followed by anything: most outcomes hinge on what the suffix does to the authority.
+_GOOD_PREFIXED = st.builds(
+    str.__add__,
+    st.sampled_from(
+        [
+            "/",
+            "https://app.example.org",
+            "https://app.example.org/",
+            "https://x.corp.example",
+            "https://docs.example.net/",
+            "https://ports.example.net:8443",
+        ]
+    ),
+    st.lists(_PIECES, max_size=6).map("".join),
+)
 _TARGETS = st.one_of(
+    _URL_LIKE,
+    _GOOD_PREFIXED,
+    _GOOD_PREFIXED,
     st.lists(_PIECES, min_size=1, max_size=12).map("".join),
     st.text(max_size=40),
     st.text(alphabet="/\\:@.%#?abc \t", max_size=20),
