@@ -1,0 +1,287 @@
+"""Route matching: the request path as the backend will see it, and the compiled route table.
+
+`normalize_path(raw_path)` turns the raw request target into the one spelling route matching uses
+(or None: sidecar answers 400). The query string is split off first and never looked at.
+Percent-escapes of unreserved characters (ALPHA DIGIT - . _ ~) are decoded, every other escape is
+kept with upper-case hex, so nothing is ever decoded twice (`%252e` stays `%252e`); dot segments,
+plain or encoded (`%2e%2e`), are resolved (`..` never climbs above `/`); duplicate slashes are
+collapsed (a trailing slash is kept). Refused as ambiguous, because backends disagree on them:
+an encoded slash or backslash (`%2f`, `%5c`), a raw backslash, a raw or encoded control character
+(NUL included), a space or `#`, raw non-ASCII bytes (browsers always percent-encode them), an
+invalid percent-escape, percent-escapes that are not valid UTF-8 (overlong forms of `.` and `/`
+included), and a `;` path parameter on a dot segment (`/public/..;/admin`, which Java servers
+read as `..`).
+
+`RouteTable.from_config(config)` compiles the ordered `routes` once; `match(method, host, path)`
+returns the first route that matches, or the default route (sign-in required) when none does.
+Prefix routes match whole segments (`/static` matches `/static` and `/static/x`, never
+`/staticfoo`); routes are indexed by their first path segment so a table of thousands stays fast.
+A path that still carries `;` path parameters is matched twice, as written and with the
+parameters removed (as Java servers read it); when the two readings reach different routes,
+`match` returns None and sidecar answers 400, so `/admin;x/secret` cannot slip past an `/admin`
+route. Pure: no aiohttp.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from sidecar.policy import Policy
+
+if TYPE_CHECKING:
+    from sidecar.config.model import RouteConfig, SidecarConfig
+
+Access = Literal["public", "authenticated", "policy"]
+
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_HEX = frozenset("0123456789abcdefABCDEF")
+# Besides controls and non-ASCII, printable characters a path may not carry raw: backslash (a
+# separator on Windows and in some frameworks), `#` (a fragment to some parsers) and space.
+_REFUSED_RAW = frozenset("\\# ")
+# Bytes that must never appear percent-encoded: `/` and `\` (separators to some backends), and
+# control characters (NUL truncates paths in C-based servers).
+_REFUSED_ENCODED = frozenset([0x2F, 0x5C, 0x7F, *range(0x20)])
+
+
+def normalize_path(raw_path: str) -> str | None:
+    """The path the route table matches, or None when the path is ambiguous (answer 400).
+
+    See the module docstring for every rule. The result is idempotent (normalising it again
+    gives it back) and never contains `//`, a `.` or `..` segment, or a lower-case escape.
+    """
+    path = raw_path.partition("?")[0]
+    if not path.startswith("/"):
+        return None
+    decoded = _decode_unreserved(path)
+    if decoded is None:
+        return None
+    segments = decoded.split("/")[1:]
+    out: list[str] = []
+    for segment in segments:
+        if not segment:
+            continue
+        if ";" in segment and segment.partition(";")[0] in (".", ".."):
+            return None
+        if segment == ".":
+            continue
+        if segment == "..":
+            if out:
+                out.pop()
+            continue
+        out.append(segment)
+    if not out:
+        return "/"
+    trailing = segments[-1] in ("", ".", "..")
+    return "/" + "/".join(out) + ("/" if trailing else "")
+
+
+def _decode_unreserved(path: str) -> str | None:
+    """Decode escapes of unreserved characters, upper-case the rest; None when refused."""
+    if "%" not in path:
+        for char in path:
+            if not " " < char < "\x7f" or char in _REFUSED_RAW:
+                return None
+        return path
+    out: list[str] = []
+    octets = bytearray()  # the fully decoded path, to check that it is UTF-8
+    index = 0
+    length = len(path)
+    while index < length:
+        char = path[index]
+        if char == "%":
+            hex_digits = path[index + 1 : index + 3]
+            if len(hex_digits) != 2 or not set(hex_digits) <= _HEX:
+                return None
+            value = int(hex_digits, 16)
+            if value in _REFUSED_ENCODED:
+                return None
+            decoded = chr(value)
+            out.append(decoded if decoded in _UNRESERVED else "%" + hex_digits.upper())
+            octets.append(value)
+            index += 3
+            continue
+        if not " " < char < "\x7f" or char in _REFUSED_RAW:
+            return None
+        out.append(char)
+        octets.append(ord(char))
+        index += 1
+    try:
+        octets.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return "".join(out)
+
+
+def strip_path_parameters(path: str) -> str:
+    """`path` (normalised) as servers that drop `;` parameters read it: `/a;x/b;y` -> `/a/b`."""
+    segments = [segment.partition(";")[0] for segment in path.split("/")]
+    trailing = segments[-1] == ""  # `/a/` and `/a/;x` both end in a directory
+    kept = [segment for segment in segments if segment]
+    if not kept:
+        return "/"
+    return "/" + "/".join(kept) + ("/" if trailing else "")
+
+
+def host_name(host: str) -> str:
+    """A Host header's name part, lower-case, without port or trailing dot (`[::1]` kept)."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host.partition("]")[0] + "]"
+    name, sep, port = host.rpartition(":")
+    if sep and port.isdigit():
+        host = name
+    return host.rstrip(".")
+
+
+def first_segment(path: str) -> str:
+    """`/a/b` -> `a`; `/` -> ``."""
+    return path[1:].partition("/")[0]
+
+
+MatchKind = Literal["prefix", "exact", "regex", "default"]
+
+
+@dataclass(frozen=True, eq=False)
+class Route:
+    """One compiled route: what it matches and what it requires.
+
+    `access` is `public`, `authenticated` or `policy` (then `policy` is set). `bearer`,
+    `identity_assertion` (None: the global default) and `cors_preflight` are read by the bearer
+    token, signed assertion and CORS parts of the pipeline.
+    """
+
+    name: str
+    access: Access = "authenticated"
+    policy: Policy | None = None
+    kind: MatchKind = "default"
+    pattern: str = ""
+    methods: frozenset[str] | None = None
+    host: str | None = None
+    bearer: bool | None = None
+    cors_preflight: bool = False
+    identity_assertion: bool | None = None
+    _regex: re.Pattern[str] | None = field(default=None, repr=False)
+    _prefix_slash: str = field(default="", repr=False)
+
+    @classmethod
+    def from_config(cls, index: int, config: RouteConfig, policy: Policy | None) -> Route:
+        kind: MatchKind
+        regex = None
+        prefix_slash = ""
+        if config.path is not None:
+            kind, pattern = "prefix", config.path.rstrip("/") or "/"
+            prefix_slash = pattern if pattern == "/" else pattern + "/"
+        elif config.exact is not None:
+            kind, pattern = "exact", config.exact
+        else:
+            assert config.regex is not None  # the model requires exactly one of the three
+            kind, pattern = "regex", config.regex
+            regex = re.compile(pattern)
+        return cls(
+            name=config.name or f"routes[{index}]",
+            access="policy" if policy is not None else config.access,
+            policy=policy,
+            kind=kind,
+            pattern=pattern,
+            methods=frozenset(config.methods) if config.methods is not None else None,
+            host=config.host,
+            bearer=config.bearer,
+            cors_preflight=config.cors_preflight,
+            identity_assertion=config.identity_assertion,
+            _regex=regex,
+            _prefix_slash=prefix_slash,
+        )
+
+    @property
+    def index_segment(self) -> str | None:
+        """The first path segment every path this route matches has, None when it varies."""
+        if self.kind == "exact":
+            return first_segment(self.pattern)
+        if self.kind == "prefix" and self.pattern != "/":
+            return first_segment(self.pattern)
+        return None
+
+    def matches_path(self, path: str) -> bool:
+        kind = self.kind
+        if kind == "prefix":
+            return path == self.pattern or path.startswith(self._prefix_slash)
+        if kind == "exact":
+            return path == self.pattern
+        if kind == "regex":
+            assert self._regex is not None
+            return self._regex.fullmatch(path) is not None
+        return True
+
+    def matches_host(self, host: str) -> bool:
+        wanted = self.host
+        if wanted is None:
+            return True
+        if wanted.startswith("*."):
+            return host.endswith(wanted[1:]) and len(host) > len(wanted) - 1
+        return host == wanted
+
+
+DEFAULT_ROUTE = Route(name="default")
+"""Where every request that matches no route goes: sign-in required."""
+
+
+class RouteTable:
+    """The ordered routes, compiled once; first match wins, else `DEFAULT_ROUTE`."""
+
+    def __init__(self, routes: Iterable[Route], default: Route = DEFAULT_ROUTE) -> None:
+        self.routes = tuple(routes)
+        self.default = default
+        self._uses_host = any(route.host is not None for route in self.routes)
+        # Routes whose first segment varies are candidates for every path; the others only for
+        # paths with their first segment. Each candidate list keeps configuration order.
+        anywhere = [route for route in self.routes if route.index_segment is None]
+        by_segment: dict[str, list[Route]] = {}
+        for route in self.routes:
+            segment = route.index_segment
+            if segment is not None:
+                by_segment.setdefault(segment, [])
+        for route in self.routes:
+            segment = route.index_segment
+            if segment is None:
+                for candidates in by_segment.values():
+                    candidates.append(route)
+            else:
+                by_segment[segment].append(route)
+        self._anywhere = tuple(anywhere)
+        self._by_segment = {segment: tuple(routes) for segment, routes in by_segment.items()}
+
+    @classmethod
+    def from_config(cls, config: SidecarConfig) -> RouteTable:
+        policies = {name: Policy.from_config(name, body) for name, body in config.policies.items()}
+        return cls(
+            Route.from_config(index, route, policies[route.policy] if route.policy else None)
+            for index, route in enumerate(config.routes)
+        )
+
+    def _first(self, method: str, host: str, path: str) -> Route:
+        candidates = self._by_segment.get(first_segment(path), self._anywhere)
+        for route in candidates:
+            if route.methods is not None and method not in route.methods:
+                continue
+            if not route.matches_path(path):
+                continue
+            if route.host is not None and not route.matches_host(host):
+                continue
+            return route
+        return self.default
+
+    def match(self, method: str, host: str, normalized_path: str) -> Route | None:
+        """The first route matching the request, the default route when none does, or None when
+        the path's `;` parameters make it ambiguous (answer 400). `normalized_path` comes from
+        `normalize_path`; `host` is the Host header (port and case do not matter)."""
+        method = method.upper()
+        host = host_name(host) if self._uses_host else ""
+        route = self._first(method, host, normalized_path)
+        if ";" in normalized_path:
+            other = self._first(method, host, strip_path_parameters(normalized_path))
+            if other is not route:
+                return None
+        return route
