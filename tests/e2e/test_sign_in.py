@@ -14,9 +14,12 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -68,17 +71,27 @@ class RunningSidecar:
 StartSidecar = Callable[..., Awaitable[RunningSidecar]]
 
 
-async def wait_until_ready(url: str) -> None:
-    """Poll /oauth2/readyz until sidecar has discovered the provider (a condition, not a delay)."""
+async def wait_until_ready(
+    url: str, *, process: asyncio.subprocess.Process | None = None, log_path: Path | None = None
+) -> None:
+    """Poll /oauth2/readyz until sidecar serves and has discovered the provider (a condition, not
+    a delay); for a sidecar subprocess, fail at once with its output when it exits."""
     deadline = time.monotonic() + READY_SECONDS
+    last = "no answer"
     async with aiohttp.ClientSession() as http:
         while True:
-            async with http.get(f"{url}/oauth2/readyz") as response:
-                if response.status == 200:
-                    return
-                body = await response.text()
+            try:
+                async with http.get(f"{url}/oauth2/readyz") as response:
+                    if response.status == 200:
+                        return
+                    last = f"{response.status} {await response.text()}"
+            except aiohttp.ClientConnectionError as exc:
+                last = repr(exc)
+            output = log_path.read_text(errors="replace") if log_path else ""
+            if process is not None and process.returncode is not None:
+                raise AssertionError(f"sidecar exited with {process.returncode}:\n{output}")
             if time.monotonic() > deadline:
-                raise AssertionError(f"sidecar not ready after {READY_SECONDS}s: {body}")
+                raise AssertionError(f"sidecar not ready after {READY_SECONDS}s: {last}\n{output}")
             await asyncio.sleep(0.05)
 
 
@@ -302,3 +315,50 @@ async def test_two_tabs_signing_in_at_once_both_succeed(
     assert other.url == f"{sidecar.url}/tab/two"
     assert echo_headers(await backend_report(page))["x-forwarded-user"] == "ivan"
     assert echo_headers(await backend_report(other))["x-forwarded-user"] == "ivan"
+
+
+async def test_five_line_config_run_from_the_command_line_protects_a_backend(
+    oidc_provider: RunningProvider, servers: Servers, page: Page, tmp_path: Path
+) -> None:
+    echo_url = await servers.serve(make_echo_app())
+    probe, url = servers.reserve()
+    probe.close()  # `sidecar run` binds the port itself; only its number was wanted
+    client = await oidc_provider.register_client([f"{url}/oauth2/callback"])
+    config_path = tmp_path / "sidecar.yaml"
+    config_path.write_text(
+        f"""version: 1
+server: {{listen: {json.dumps(url.removeprefix("http://"))}}}
+upstream: {json.dumps(echo_url)}
+provider:
+  issuer: {json.dumps(oidc_provider.issuer)}
+  client_id: {json.dumps(client.client_id)}
+  client_secret: {json.dumps(client.client_secret)}
+session: {{secret: {json.dumps(secrets.token_urlsafe(32))}}}
+"""
+    )
+    log_path = tmp_path / "sidecar.log"
+    with log_path.open("wb") as log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "sidecar",
+            "run",
+            "-c",
+            str(config_path),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    try:
+        await wait_until_ready(url, process=process, log_path=log_path)
+        await page.goto(f"{url}/legacy/app?id=7")
+        await sign_in_at_provider(page, "kim")
+        assert page.url == f"{url}/legacy/app?id=7"
+        headers = echo_headers(await backend_report(page))
+        assert headers["x-forwarded-email"] == "kim@example.com"
+        assert headers["x-forwarded-user"] == "kim"
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+        exit_code = await asyncio.wait_for(process.wait(), timeout=20)
+    assert exit_code == 0, log_path.read_text(errors="replace")
