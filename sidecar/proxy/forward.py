@@ -277,7 +277,8 @@ class Forwarder:
             await client.prepare(request)
             await _relay(client, upstream)
         finally:
-            await upstream.close()
+            if not upstream.closed:  # the client vanished (handler cancelled): "going away"
+                await upstream.close(code=1001)
         return client
 
 

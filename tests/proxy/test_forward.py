@@ -387,6 +387,21 @@ async def test_websocket_close_code_from_client_reaches_the_backend(
     assert await asyncio.wait_for(codes.get(), timeout=5) == 4002
 
 
+async def test_websocket_client_vanishing_closes_the_backend_as_going_away(
+    proxy: TestClient[Any, Any], echo_server: TestServer
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    writer.write(
+        b"GET /ws HTTP/1.1\r\nHost: app.example\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+    writer.transport.abort()  # the browser tab is killed: no close frame is ever sent
+    codes = echo_server.app[WS_CLOSE_CODES]
+    assert await asyncio.wait_for(codes.get(), timeout=5) == 1001
+
+
 async def test_websocket_refused_by_backend_passes_its_status(
     echo_server: TestServer, aiohttp_client: ClientFactory
 ) -> None:
