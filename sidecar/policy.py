@@ -22,8 +22,9 @@ every rule kind the policy lists must be satisfied; kinds it leaves out are not 
   claims, such as `realm_access.roles`) equals one of the values, or is a list holding one of
   them. Values compare by type and value: the YAML `3` matches the number 3, `"3"` the string.
 
-So adding a rule to a policy can only narrow who it allows, never widen it, and someone who
-satisfies none of a policy's rules is always denied. Pure: no I/O, no aiohttp.
+So adding a rule kind to a policy can only narrow who it allows (more emails, domains or
+`groups_any` names widen their own rule, as lists of alternatives do), and someone who satisfies
+none of a policy's rules is always denied. Pure: no I/O, no aiohttp.
 """
 
 from __future__ import annotations

@@ -746,6 +746,26 @@ class RouteConfig(Model):
         return self
 
 
+def _validate_reporting_all(
+    title: str, value: Any, handler: ValidatorFunctionWrapHandler, problems: list[InitErrorDetails]
+) -> Any:
+    """Run the inner validation and raise its errors together with `problems` (found beside it),
+    so that a user sees every problem of a section at once, each at its own line."""
+    try:
+        result = handler(value)
+    except ValidationError as exc:
+        found = [
+            InitErrorDetails(
+                type=PydanticCustomError(error["type"], error["msg"]), loc=error["loc"], input=None
+            )
+            for error in exc.errors(include_url=False, include_input=False)
+        ]
+        raise ValidationError.from_exception_data(title, found + problems) from None
+    if problems:
+        raise ValidationError.from_exception_data(title, problems)
+    return result
+
+
 def _unknown_policies(names: list[Any], defined: dict[str, Any]) -> list[InitErrorDetails]:
     """An error at `routes[i].policy` for each route naming a policy that is not defined."""
     known = ", ".join(defined) or "none defined"
@@ -806,13 +826,26 @@ class SidecarConfig(Model):
                 raise ValueError("must not carry a query or fragment")
         return value
 
-    @field_validator("policies")
+    @field_validator("policies", mode="wrap")
     @classmethod
-    def _policy_names(cls, value: dict[str, PolicyConfig]) -> dict[str, PolicyConfig]:
-        for name in value:
-            if not _POLICY_NAME.fullmatch(name):
-                raise ValueError(f"{name!r}: policy names use letters, digits, _ . and - only")
-        return value
+    def _policies(
+        cls, value: Any, handler: ValidatorFunctionWrapHandler
+    ) -> dict[str, PolicyConfig]:
+        problems = [
+            InitErrorDetails(
+                type=PydanticCustomError(
+                    "value_error", "policy names use letters, digits, _ . and - only"
+                ),
+                loc=(name,),
+                input=None,
+            )
+            for name in (value if isinstance(value, dict) else ())
+            if not (isinstance(name, str) and _POLICY_NAME.fullmatch(name))
+        ]
+        policies: dict[str, PolicyConfig] = _validate_reporting_all(
+            cls.__name__, value, handler, problems
+        )
+        return policies
 
     @field_validator("routes", mode="wrap")
     @classmethod
@@ -833,25 +866,16 @@ class SidecarConfig(Model):
                 )
             )
         defined = info.data.get("policies")
-        try:
-            routes: tuple[RouteConfig, ...] = handler(value)
-        except ValidationError as exc:
-            if defined is not None and isinstance(value, list | tuple):
-                raw = [item.get("policy") if isinstance(item, dict) else None for item in value]
-                problems += _unknown_policies(raw, defined)
-            found = [
-                InitErrorDetails(
-                    type=PydanticCustomError(error["type"], error["msg"]),
-                    loc=error["loc"],
-                    input=None,
-                )
-                for error in exc.errors(include_url=False, include_input=False)
-            ]
-            raise ValidationError.from_exception_data(cls.__name__, found + problems) from None
-        if defined is not None:
-            problems += _unknown_policies([route.policy for route in routes], defined)
-        if problems:
-            raise ValidationError.from_exception_data(cls.__name__, problems)
+        if defined is not None and isinstance(value, list | tuple):
+            raw = [item.get("policy") if isinstance(item, dict) else None for item in value]
+            problems += _unknown_policies(raw, defined)
+        routes: tuple[RouteConfig, ...] = _validate_reporting_all(
+            cls.__name__, value, handler, problems
+        )
+        if defined is not None:  # routes given as RouteConfig objects (not from YAML)
+            unknown = _unknown_policies([route.policy for route in routes], defined)
+            if unknown:
+                raise ValidationError.from_exception_data(cls.__name__, unknown)
         return routes
 
     @model_validator(mode="after")
