@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,9 @@ def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = subprocess.run(
         ["sh", run[1], str(context), str(venv)],
         cwd=context,
-        env={**os.environ, "PYTHON": sys.executable, "PIP_NO_CACHE_DIR": "0"},
+        # pip's cache is welcome here (the image disables it); any value of PIP_NO_CACHE_DIR,
+        # even "0", would turn it off.
+        env={**without(os.environ, "PIP_NO_CACHE_DIR"), "PYTHON": sys.executable},
         capture_output=True,
         text=True,
         timeout=540,
@@ -51,6 +53,10 @@ def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return venv
+
+
+def without(env: Mapping[str, str], name: str) -> dict[str, str]:
+    return {key: value for key, value in env.items() if key != name}
 
 
 def image_env(venv: Path, **extra: str) -> dict[str, str]:
