@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # sidecar's container image. Build from the repository root:
 #   docker build -t sidecar:dev .
 # Run (config and secrets are mounted files; see deploy/README.md):
