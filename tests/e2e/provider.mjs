@@ -25,8 +25,8 @@
 //   - RP-initiated logout, back-channel logout, revocation and open dynamic client registration
 //     (POST /reg) are on. State lives in memory only.
 //
-// Prints one line `ready {"issuer": ..., "port": ...}` on stdout once it is listening. SIGTERM or
-// SIGINT closes it.
+// Prints one line `ready {"issuer": ..., "port": ...}` on stdout once it is listening. SIGTERM,
+// SIGINT or the death of its parent process closes it.
 
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
@@ -175,5 +175,12 @@ function stop() {
 }
 process.on('SIGTERM', stop);
 process.on('SIGINT', stop);
+// A test run that is killed cannot stop us: exit when our parent goes away (we get re-parented).
+const parentPid = process.ppid;
+setInterval(() => {
+  if (process.ppid !== parentPid) {
+    stop();
+  }
+}, 1000).unref();
 
 process.stdout.write(`ready ${JSON.stringify({ issuer, port })}\n`);

@@ -261,6 +261,26 @@ async def test_sign_out_ends_the_local_and_the_provider_session(
     assert await shows_provider_login_form(page)
 
 
+async def test_session_too_big_for_one_cookie_is_split_and_still_works(
+    start_sidecar: StartSidecar, page: Page
+) -> None:
+    sidecar = await start_sidecar()
+    await page.goto(f"{sidecar.url}/big")
+    await sign_in_at_provider(page, "big400-lee")  # the provider gives this login 401 groups
+
+    groups = echo_headers(await backend_report(page))["x-forwarded-groups"].split(",")
+    assert len(groups) == 401
+    assert groups[:2] == ["staff", "group-0001"]
+    assert groups[-1] == "group-0400"
+    own = [c for c in await page.context.cookies(sidecar.url) if c["name"].startswith("_sidecar")]
+    assert not [c for c in own if "_login_" in c["name"]]  # the finished attempt is gone
+    assert len(own) > 1
+    assert all(len(c["name"]) + len(c["value"]) < 4096 for c in own)
+    # Still one session on the next request, after the browser sent every chunk back.
+    again = echo_headers(await fetch_report(page, f"{sidecar.url}/big/again"))
+    assert again["x-forwarded-groups"].split(",") == groups
+
+
 async def test_a_link_from_another_site_cannot_sign_the_user_out(
     start_sidecar: StartSidecar, servers: Servers, page: Page
 ) -> None:
