@@ -46,6 +46,22 @@ _FORWARDING_UNTRUSTED_ONLY = frozenset(
     }
 )
 _TRUST_CACHE_MAX = 4096
+_NAME_CACHE_MAX = 4096
+# What to do with a client header, by name (see HeaderPlan.classify).
+_KEEP = "keep"
+_DROP = "drop"
+_COOKIE = "cookie"
+_UNTRUSTED_ONLY = "untrusted-only"
+_XFF = "x-forwarded-for"
+_XF_PROTO = "x-forwarded-proto"
+_XF_HOST = "x-forwarded-host"
+_FORWARDING_KIND = {
+    "x-forwarded-for": _XFF,
+    "x-forwarded-proto": _XF_PROTO,
+    "x-forwarded-host": _XF_HOST,
+}
+# Connection tokens that name no end-to-end header: the common `keep-alive`, `close`, `upgrade`.
+_PLAIN_CONNECTION_TOKENS = frozenset({"keep-alive", "close", "upgrade"})
 
 
 def normalize_header_name(name: str) -> str:
@@ -66,6 +82,32 @@ class HeaderPlan:
     """Networks of proxies whose forwarding headers are believed and appended to."""
     request_id_header: str = "X-Request-Id"
     _trust_cache: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
+    _name_cache: dict[str, tuple[str, str]] = field(default_factory=dict, compare=False, repr=False)
+
+    def classify(self, name: str) -> tuple[str, str]:
+        """`(lower-cased name, what to do with it)` for a client header; memoised per spelling."""
+        cache = self._name_cache
+        known = cache.get(name)
+        if known is not None:
+            return known
+        lname = name.lower()
+        key = lname.replace("_", "-") if "_" in lname else lname
+        kind: str
+        if lname in HOP_BY_HOP or key in self.strip or key.startswith(self.strip_prefixes):
+            kind = _DROP
+        elif key in _FORWARDING:
+            # Only the exact spelling is believed, and only from a trusted proxy.
+            kind = _FORWARDING_KIND[key] if key == lname else _DROP
+        elif key in _FORWARDING_UNTRUSTED_ONLY:
+            kind = _UNTRUSTED_ONLY
+        elif lname == "cookie":
+            kind = _COOKIE
+        else:
+            kind = _KEEP
+        if len(cache) >= _NAME_CACHE_MAX:
+            cache.clear()  # a client inventing names cannot grow this without bound
+        result = cache[name] = (lname, kind)
+        return result
 
     def is_trusted(self, peer: str | None) -> bool:
         """Whether `peer` (an IP address as text) is one of the trusted proxies."""
@@ -109,15 +151,14 @@ def build_header_plan(config: SidecarConfig) -> HeaderPlan:
     )
 
 
-def _connection_tokens(lowered: Sequence[tuple[str, str, str]]) -> frozenset[str]:
-    """Lower-cased names listed in every Connection header (comma lists, several headers)."""
+def _connection_tokens(values: Sequence[str]) -> frozenset[str]:
+    """Lower-cased header names listed in Connection headers, beyond keep-alive/close/upgrade."""
     tokens: set[str] = set()
-    for lname, _name, value in lowered:
-        if lname == "connection":
-            for token in value.split(","):
-                token = token.strip().lower()
-                if token:
-                    tokens.add(token)
+    for value in values:
+        for token in value.split(","):
+            token = token.strip().lower()
+            if token and token not in _PLAIN_CONNECTION_TOKENS:
+                tokens.add(token)
     return frozenset(tokens)
 
 
@@ -156,68 +197,82 @@ def build_upstream_headers(
     `host` is the request's Host; it is sent on unless `upstream_host` is given (the upstream's
     `host:port`, for `preserve_host: false`). `identity_headers` are added last.
     """
-    lowered = [(name.lower(), name, value) for name, value in incoming]
-    connection = _connection_tokens(lowered)
     trusted = plan.is_trusted(peer)
-    strip = plan.strip
-    prefixes = plan.strip_prefixes
-
-    out: CIMultiDict[str] = CIMultiDict()
-    spelling: dict[str, str] = {}
+    classify = plan.classify
+    kept: list[tuple[str, str, str]] = []
+    connection: list[str] = []
     cookies: list[str] = []
     forwarded_for: list[str] = []
     forwarded_proto: str | None = None
     forwarded_host: str | None = None
-    for lname, name, value in lowered:
-        if lname in HOP_BY_HOP or lname in connection:
-            continue
-        key = lname.replace("_", "-") if "_" in lname else lname
-        if key in strip or key.startswith(prefixes):
-            continue
-        if key in _FORWARDING:
-            if trusted and key == lname:
-                if lname == "x-forwarded-for":
-                    forwarded_for.append(value)
-                elif lname == "x-forwarded-proto":
-                    forwarded_proto = forwarded_proto or value
-                else:
-                    forwarded_host = forwarded_host or value
-            continue
-        if key in _FORWARDING_UNTRUSTED_ONLY and not trusted:
-            continue
-        if lname == "cookie":
-            cookies.append(_filter_cookie(value, cookie_names_to_drop))
-            continue
-        # Repeats keep the first spelling: aiohttp's client merges `X-A` and `x-a` into one.
-        out.add(spelling.setdefault(lname, name), value)
+    for name, value in incoming:
+        lname, kind = classify(name)
+        if kind == _KEEP:
+            kept.append((lname, name, value))
+        elif kind == _DROP:
+            if lname == "connection":
+                connection.append(value)
+        elif kind == _COOKIE:
+            cookies.append(value)
+        elif kind == _UNTRUSTED_ONLY:
+            if trusted:
+                kept.append((lname, name, value))
+        elif trusted:
+            if kind == _XFF:
+                forwarded_for.append(value)
+            elif kind == _XF_PROTO:
+                forwarded_proto = forwarded_proto or value
+            else:
+                forwarded_host = forwarded_host or value
 
-    cookie = "; ".join(c for c in cookies if c)
-    if cookie:
-        out["Cookie"] = cookie
-    out["Host"] = upstream_host if upstream_host is not None else host
+    if connection:
+        named = _connection_tokens(connection)
+        if named:
+            if "x-forwarded-for" in named:
+                forwarded_for = []
+            if "x-forwarded-proto" in named:
+                forwarded_proto = None
+            if "x-forwarded-host" in named:
+                forwarded_host = None
+            if "cookie" in named:
+                cookies = []
+            kept = [entry for entry in kept if entry[0] not in named]
+
+    # None of the names set below can be among `kept` (all are classified as not kept), so the
+    # result is built from one list in one go.
+    spelling: dict[str, str] = {}
+    pairs: list[tuple[str, str]] = []
+    for lname, name, value in kept:
+        # Repeats keep the first spelling: aiohttp's client merges `X-A` and `x-a` into one.
+        pairs.append((spelling.setdefault(lname, name), value))
+    if cookies:
+        cookie = "; ".join(
+            c for c in (_filter_cookie(value, cookie_names_to_drop) for value in cookies) if c
+        )
+        if cookie:
+            pairs.append(("Cookie", cookie))
+    pairs.append(("Host", upstream_host if upstream_host is not None else host))
     if peer is not None:
         forwarded_for.append(peer)
     if forwarded_for:
-        out[X_FORWARDED_FOR] = ", ".join(forwarded_for)
-    out[X_FORWARDED_PROTO] = forwarded_proto or scheme
-    out[X_FORWARDED_HOST] = forwarded_host or host
-    out[plan.request_id_header] = request_id
-    for name, value in identity_headers:
-        out.add(name, value)
-    return out
+        pairs.append((X_FORWARDED_FOR, ", ".join(forwarded_for)))
+    pairs.append((X_FORWARDED_PROTO, forwarded_proto or scheme))
+    pairs.append((X_FORWARDED_HOST, forwarded_host or host))
+    pairs.append((plan.request_id_header, request_id))
+    pairs.extend(identity_headers)
+    return CIMultiDict(pairs)
 
 
 def build_response_headers(upstream_headers: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
     """The upstream's response headers minus hop-by-hop ones; everything else (Set-Cookie) as is."""
-    items = list(upstream_headers)
-    connection: set[str] = set()
-    for name, value in items:
-        if name.lower() == "connection":
-            connection.update(t.strip().lower() for t in value.split(","))
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in items:
+    kept: list[tuple[str, str, str]] = []
+    connection: list[str] = []
+    for name, value in upstream_headers:
         lname = name.lower()
-        if lname in HOP_BY_HOP or lname in connection:
-            continue
-        out.add(name, value)
-    return out
+        if lname in HOP_BY_HOP:
+            if lname == "connection":
+                connection.append(value)
+        else:
+            kept.append((lname, name, value))
+    named = _connection_tokens(connection) if connection else frozenset()
+    return CIMultiDict([(name, value) for lname, name, value in kept if lname not in named])
