@@ -150,12 +150,12 @@ def _dev_provider(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Command] = {
     "demo": Command(
-        "run a self-contained demo: development provider, a backend, sidecar in front",
+        "the demo: dev provider, backend, sidecar",
         _demo_arguments,
         _demo,
     ),
     "dev-provider": Command(
-        "run the development OpenID provider alone (NOT FOR PRODUCTION)",
+        "the development OpenID provider alone (not for production)",
         _dev_provider_arguments,
         _dev_provider,
     ),

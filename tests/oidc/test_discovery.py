@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from joserfc.jwk import ECKey, OctKey, RSAKey
+from pydantic import ValidationError
 
 from sidecar.config.model import ProviderConfig
 from sidecar.errors import ProviderUnavailableError
@@ -456,16 +457,16 @@ async def test_discovery_that_is_not_json_is_reported(
     await directory.close()
 
 
-def test_openid_without_an_issuer_cannot_become_ready() -> None:
-    cfg = config(
-        None,
-        discovery=False,
-        authorization_endpoint="https://id.example.com/a",
-        token_endpoint="https://id.example.com/t",
-        jwks_uri="https://id.example.com/jwks",
-    )
-    with pytest.raises(ProviderResponseError, match="issuer is required"):
-        build_metadata(cfg, None)
+def test_openid_without_an_issuer_is_refused_by_the_config() -> None:
+    # Without an issuer no ID token's iss could be checked: the config itself refuses it.
+    with pytest.raises(ValidationError, match="issuer and jwks_uri are required"):
+        config(
+            None,
+            discovery=False,
+            authorization_endpoint="https://id.example.com/a",
+            token_endpoint="https://id.example.com/t",
+            jwks_uri="https://id.example.com/jwks",
+        )
 
 
 async def test_oversized_discovery_document_is_refused(
