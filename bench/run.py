@@ -1,0 +1,561 @@
+"""sidecar's benchmark in one command: `.venv/bin/python bench/run.py [--quick] [--duration S]`.
+
+Sets up on 127.0.0.1, each from a private config in a temporary directory: nginx as the fast
+backend, the real provider (oidc-provider, tests/e2e/provider.mjs), sidecar in front of nginx, and
+the peer: Apache httpd (event MPM) with mod_auth_openidc (client-cookie sessions, PKCE, claims as
+headers) plus Apache's plain mod_proxy as "a proxy without authentication". It signs in to each
+proxy with a scripted browser (bench/signin.py), then measures every target in turn with wrk
+(bench/loadgen.py), each request carrying a Cookie header of the same length (the real session for
+the proxies, padding for the others): throughput and latency at 1, 32, 256 and 1024 connections,
+a ~200-group session, 10 vs 1,000 routes, 1 GiB down and up through sidecar, the sign-in round
+trip and resident memory. Every measurement is repeated (`--repeat`, default 3) and the medians
+are reported. Prints a Markdown table (bench/report.py) and writes bench/results/latest.json.
+`--quick` makes everything tiny (1 s runs, 1 repeat, 16 MiB transfers) and skips the peer when
+Apache is not installed: the test suite runs it to prove the benchmark works. Setup of the
+machine: bench/setup.sh (see bench/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from loadgen import LoadError, WrkResult, download, have_tools, run_wrk, upload
+from report import check_targets, render_table
+from signin import SignIn, SignInError, sign_in
+from stack import (
+    APACHE,
+    APACHE_OIDC_MODULE,
+    BACKEND_BODY,
+    NGINX,
+    NGINX_ECHO_MODULE,
+    REPO,
+    Service,
+    Stack,
+    StackError,
+    free_port,
+    peak_rss_kib,
+    process_tree,
+    reset_peak_rss,
+    rss_kib,
+)
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SMALL_USER = "bench-user"
+LARGE_GROUPS = 200
+LARGE_USER = f"big{LARGE_GROUPS}-bench"
+PAD_NAME = "bench_pad"
+ROUTES_PATH = "/zz/page"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny runs: proves it works")
+    parser.add_argument("--duration", type=int, help="seconds per wrk run (default 10; quick 1)")
+    parser.add_argument("--repeat", type=int, help="runs per measurement (default 3; quick 1)")
+    parser.add_argument(
+        "--connections", default="1,32,256,1024", help="connection levels (default 1,32,256,1024)"
+    )
+    parser.add_argument(
+        "--stream-mib", type=int, help="transfer size in MiB (default 1024; quick 16)"
+    )
+    parser.add_argument(
+        "--sign-ins", type=int, help="sign-in round trips timed (default 7; quick 1)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="sidecar server.workers (default nproc)",
+    )
+    parser.add_argument("--no-peer", action="store_true", help="skip Apache")
+    parser.add_argument("--output", type=Path, default=RESULTS / "latest.json", help="JSON file")
+    args = parser.parse_args(argv)
+    args.duration = args.duration or (1 if args.quick else 10)
+    args.repeat = args.repeat or (1 if args.quick else 3)
+    args.stream_mib = args.stream_mib or (16 if args.quick else 1024)
+    args.sign_ins = args.sign_ins or (1 if args.quick else 7)
+    args.levels = [int(level) for level in args.connections.split(",")]
+    return args
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def padded(cookie: str, length: int) -> str:
+    """`cookie` plus a filler cookie, so the Cookie header is exactly `length` characters."""
+    prefix = f"{cookie}; {PAD_NAME}=" if cookie else f"{PAD_NAME}="
+    if len(prefix) >= length:
+        raise ValueError("pad length too short")
+    return prefix + "x" * (length - len(prefix))
+
+
+def median_of(results: list[WrkResult]) -> dict[str, Any]:
+    """Medians of each figure over the repeats, with the raw runs."""
+    keys = ("rps", "p50_ms", "p90_ms", "p99_ms", "peak_rss_kib")
+    out: dict[str, Any] = {key: statistics.median(getattr(r, key) for r in results) for key in keys}
+    out["errors"] = sum(r.errors for r in results)
+    out["error_kinds"] = {
+        kind: sum(r.error_kinds.get(kind, 0) for r in results) for kind in results[0].error_kinds
+    }
+    out["non_2xx_3xx"] = sum(r.non_2xx_3xx for r in results)
+    out["runs"] = [r.as_dict() for r in results]
+    return out
+
+
+def _version(argv: list[str], *, first_line: bool = True) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return "absent"
+    text = (out.stdout or out.stderr).strip()
+    return text.splitlines()[0] if first_line and text else text
+
+
+def _dpkg(package: str) -> str:
+    return _version(["dpkg-query", "-W", "-f=${Version}", package])
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
+    provider_pkg = REPO / "tests/e2e/node_modules/oidc-provider/package.json"
+    try:
+        provider_version = json.loads(provider_pkg.read_text())["version"]
+    except (OSError, ValueError, KeyError):
+        provider_version = "absent"
+    import sidecar
+
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gib": round(mem_kib / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "os": _version(["sh", "-c", ". /etc/os-release && echo $PRETTY_NAME"]),
+        "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
+        "versions": {
+            "sidecar": sidecar.__version__,
+            "sidecar_commit": _version(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]),
+            "python": platform.python_version(),
+            "aiohttp": aiohttp.__version__,
+            "nginx": _dpkg("nginx"),
+            "apache2": _dpkg("apache2"),
+            "mod_auth_openidc": _dpkg("libapache2-mod-auth-openidc"),
+            "wrk": _dpkg("wrk"),
+            "node": _version(["node", "--version"]),
+            "oidc-provider": provider_version,
+        },
+    }
+
+
+async def check_session(url: str, cookie: str, *, what: str) -> None:
+    """The cookie header really reaches the backend (200, the backend's body, no redirect)."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(url, headers={"Cookie": cookie}, allow_redirects=False) as response,
+    ):
+        body = await response.text()
+        if response.status != 200 or body != BACKEND_BODY:
+            raise StackError(f"{what}: GET {url} gave {response.status} {body[:200]!r}")
+
+
+class Bench:
+    """One run: the services, the signed-in sessions, and the results dictionary being filled."""
+
+    def __init__(self, args: argparse.Namespace, stack: Stack) -> None:
+        self.args = args
+        self.stack = stack
+        self.results: dict[str, Any] = {}
+        self.notes: list[str] = []
+        self.urls: dict[str, str] = {}
+        self.rss_roots: dict[str, int] = {}
+
+    def pids(self, name: str) -> list[int]:
+        root = self.rss_roots.get(name)
+        return process_tree(root) if root else []
+
+    async def wrk_repeated(
+        self, target: str, url: str, *, connections: int, cookie: str, seconds: int | None = None
+    ) -> dict[str, Any]:
+        runs = []
+        for _ in range(self.args.repeat):
+            result = await run_wrk(
+                url,
+                connections=connections,
+                seconds=seconds or self.args.duration,
+                cookie=cookie,
+                rss_pids=self.pids(target),
+            )
+            runs.append(result)
+        await check_session(url, cookie, what=f"{target} after the load")
+        summary = median_of(runs)
+        log(
+            f"  {target:<14} c={connections:<5} {summary['rps']:>10,.0f} req/s  "
+            f"p50 {summary['p50_ms']:.2f} ms  p99 {summary['p99_ms']:.2f} ms"
+            + (f"  errors {summary['errors']}" if summary["errors"] else "")
+        )
+        return summary
+
+    async def measure_levels(self, cookies: dict[str, str]) -> None:
+        """Throughput and latency of every target at each connection level (repeats interleaved
+        would mix warm-up into medians; each target is measured back to back instead)."""
+        levels: dict[str, dict[str, Any]] = {str(level): {} for level in self.args.levels}
+        for level in self.args.levels:
+            for target, url in self.urls.items():
+                if target not in cookies:
+                    continue
+                levels[str(level)][target] = await self.wrk_repeated(
+                    target, url + "/", connections=level, cookie=cookies[target]
+                )
+        self.results["connections"] = levels
+
+    async def warm_up(self, cookies: dict[str, str]) -> None:
+        for target, url in self.urls.items():
+            if target in cookies:
+                await run_wrk(url + "/", connections=32, seconds=1, cookie=cookies[target])
+
+
+async def timed_sign_ins(url: str, count: int, user: str) -> dict[str, Any]:
+    seconds = [
+        (await sign_in(url + "/", user, expect_body=BACKEND_BODY)).seconds for _ in range(count)
+    ]
+    return {"median_ms": statistics.median(seconds) * 1000, "runs_ms": [s * 1000 for s in seconds]}
+
+
+def routes_config(count: int) -> list[dict[str, Any]]:
+    """`count` routes needing sign-in: 90% path prefixes, 10% regular expressions; the benchmark's
+    requests match the last one, so every earlier route is passed over."""
+    routes: list[dict[str, Any]] = []
+    for i in range(count - 1):
+        if i % 10 == 9:
+            routes.append({"regex": f"^/re{i:04d}/[a-z]+$", "access": "authenticated"})
+        else:
+            routes.append({"path": f"/app{i:04d}", "access": "authenticated"})
+    routes.append({"path": "/zz", "access": "authenticated"})
+    return routes
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    started = time.time()
+    missing = have_tools()
+    missing += [path for path in (NGINX, NGINX_ECHO_MODULE) if not os.access(path, os.R_OK)]
+    if missing:
+        raise StackError(f"missing: {', '.join(missing)} (run bench/setup.sh as root)")
+    peer = not args.no_peer and all(os.access(p, os.R_OK) for p in (APACHE, APACHE_OIDC_MODULE))
+    notes: list[str] = []
+    if not peer:
+        if not args.quick and not args.no_peer:
+            raise StackError("apache2 / mod_auth_openidc missing (run bench/setup.sh as root)")
+        notes.append(
+            "peer (Apache + mod_auth_openidc) skipped: "
+            + ("--no-peer" if args.no_peer else "not installed")
+        )
+
+    from sidecar.config.model import SidecarConfig
+
+    routes_supported = "routes" in SidecarConfig.model_fields
+    stream_bytes = args.stream_mib * 1024 * 1024
+    with tempfile.TemporaryDirectory(prefix="sidecar-bench-") as tmp:
+        stack = Stack(Path(tmp))
+        bench = Bench(args, stack)
+        bench.notes = notes
+        try:
+            log(f"starting nginx, provider ({tmp})")
+            nginx = await stack.start_nginx(large_file_bytes=stream_bytes)
+            provider = await stack.start_provider()
+            ports = {"sidecar": free_port(), "sidecar_1w": free_port()}
+            if routes_supported:
+                ports |= {"routes_10": free_port(), "routes_1000": free_port()}
+            client = await stack.register_client(
+                provider.url,
+                [f"http://127.0.0.1:{port}/oauth2/callback" for port in ports.values()],
+            )
+            log(f"starting sidecar ({args.workers} workers)")
+            sidecar = await stack.start_sidecar(
+                "sidecar",
+                port=ports["sidecar"],
+                backend_url=nginx.url,
+                issuer=provider.url,
+                client=client,
+                workers=args.workers,
+            )
+            bench.urls["backend"] = nginx.url
+            bench.rss_roots["backend"] = nginx.pid
+            apache: Service | None = None
+            if peer:
+                log("starting apache (mod_auth_openidc + plain mod_proxy)")
+                oidc_port = free_port()
+                apache_client = await stack.register_client(
+                    provider.url, [f"http://127.0.0.1:{oidc_port}/redirect_uri"]
+                )
+                apache = await stack.start_apache(
+                    backend_url=nginx.url,
+                    issuer=provider.url,
+                    client=apache_client,
+                    oidc_port=oidc_port,
+                )
+                bench.urls["apache_plain"] = apache.info["plain_url"]
+                bench.urls["apache_oidc"] = apache.url
+                bench.rss_roots["apache_plain"] = apache.pid
+                bench.rss_roots["apache_oidc"] = apache.pid
+            bench.urls["sidecar"] = sidecar.url
+            bench.rss_roots["sidecar"] = sidecar.pid
+
+            log("signing in (small and large sessions)")
+            proxies: list[str] = [name for name in ("apache_oidc", "sidecar") if name in bench.urls]
+            small: dict[str, SignIn] = {}
+            large: dict[str, SignIn] = {}
+            for name in proxies:
+                small[name] = await sign_in(
+                    bench.urls[name] + "/", SMALL_USER, expect_body=BACKEND_BODY
+                )
+                large[name] = await sign_in(
+                    bench.urls[name] + "/", LARGE_USER, expect_body=BACKEND_BODY
+                )
+            small_len = max(len(s.cookie_header()) for s in small.values()) + 32
+            large_len = max(len(s.cookie_header()) for s in large.values()) + 32
+            cookies = {
+                name: padded(small[name].cookie_header() if name in small else "", small_len)
+                for name in bench.urls
+            }
+            large_cookies = {
+                name: padded(large[name].cookie_header() if name in large else "", large_len)
+                for name in ("backend", *proxies)
+            }
+            bench.results["sessions"] = {
+                name: {
+                    "small_cookie_bytes": len(small[name].cookie_header()),
+                    "small_cookies": len(small[name].cookies),
+                    "large_cookie_bytes": len(large[name].cookie_header()),
+                    "large_cookies": len(large[name].cookies),
+                }
+                for name in proxies
+            }
+            bench.results["cookie_header_bytes"] = {"small": small_len, "large": large_len}
+            for name, url in bench.urls.items():
+                await check_session(url + "/", cookies[name], what=name)
+            for name in large_cookies:
+                await check_session(
+                    bench.urls[name] + "/", large_cookies[name], what=f"{name} (large)"
+                )
+
+            rss: dict[str, dict[str, float]] = {}
+            for name in bench.urls:
+                rss[name] = {"idle_mb": rss_kib(bench.pids(name)) / 1024}
+
+            if not args.quick:
+                log("warming up")
+                await bench.warm_up(cookies)
+            log(f"connection levels {args.levels}, {args.duration}s x {args.repeat}")
+            await bench.measure_levels(cookies)
+            load_level = "32" if "32" in bench.results["connections"] else str(args.levels[-1])
+            for name in bench.urls:
+                entry = bench.results["connections"][load_level].get(name, {})
+                rss[name]["load_mb"] = entry.get("peak_rss_kib", 0) / 1024
+                rss[name]["load_connections"] = int(load_level)
+            bench.results["rss"] = rss
+
+            log("large session (~200 groups)")
+            large_results: dict[str, Any] = {}
+            for name in large_cookies:
+                large_results[name] = await bench.wrk_repeated(
+                    name, bench.urls[name] + "/", connections=32, cookie=large_cookies[name]
+                )
+            small_ref = bench.results["connections"].get("32", {}).get("sidecar")
+            if small_ref is not None:
+                large_results["sidecar_small"] = small_ref
+            bench.results["large_session"] = large_results
+
+            log("sidecar with 1 worker")
+            one = await stack.start_sidecar(
+                "sidecar_1w",
+                port=ports["sidecar_1w"],
+                backend_url=nginx.url,
+                issuer=provider.url,
+                client=client,
+                workers=1,
+            )
+            one_in = await sign_in(one.url + "/", SMALL_USER, expect_body=BACKEND_BODY)
+            bench.rss_roots["sidecar_1w"] = one.pid
+            one_cookie = padded(one_in.cookie_header(), small_len)
+            bench.results["sidecar_one_worker"] = {
+                str(level): await bench.wrk_repeated(
+                    "sidecar_1w", one.url + "/", connections=level, cookie=one_cookie
+                )
+                for level in args.levels
+                if level in (1, 32)
+            }
+            one.stop()
+
+            await measure_routes(bench, ports, nginx, provider, client, small_len, routes_supported)
+            await measure_streaming(bench, cookies, stream_bytes, Path(tmp))
+
+            log(f"sign-in round trips ({args.sign_ins} each)")
+            bench.results["sign_in"] = {
+                name: await timed_sign_ins(bench.urls[name], args.sign_ins, SMALL_USER)
+                for name in proxies
+            }
+        finally:
+            stack.close()
+    bench.results["notes"] = bench.notes
+    checks = check_targets(bench.results)
+    return {
+        "meta": {
+            "started_at": dt.datetime.fromtimestamp(started, dt.UTC).isoformat(timespec="seconds"),
+            "elapsed_seconds": round(time.time() - started, 1),
+            "quick": args.quick,
+            "duration_seconds": args.duration,
+            "repeat": args.repeat,
+            "connection_levels": args.levels,
+            "stream_bytes": stream_bytes,
+            "sidecar_workers": args.workers,
+            "peer": peer,
+            "machine": machine(),
+            "load_generator": "wrk -t1 --latency --timeout 5s",
+        },
+        "results": bench.results,
+        "targets": checks,
+    }
+
+
+async def measure_routes(
+    bench: Bench,
+    ports: dict[str, int],
+    nginx: Service,
+    provider: Service,
+    client: dict[str, Any],
+    cookie_len: int,
+    supported: bool,
+) -> None:
+    if not supported:
+        bench.results["routes"] = {"skipped": "sidecar's config has no routes yet"}
+        bench.notes.append("10 vs 1,000 routes skipped: sidecar's config has no `routes` yet")
+        log("routes: skipped (no routes in sidecar's config)")
+        return
+    log("10 vs 1,000 routes")
+    routes: dict[str, Any] = {}
+    for count in (10, 1000):
+        name = f"routes_{count}"
+        try:
+            service = await bench.stack.start_sidecar(
+                name,
+                port=ports[name],
+                backend_url=nginx.url,
+                issuer=provider.url,
+                client=client,
+                workers=bench.args.workers,
+                routes=routes_config(count),
+            )
+        except StackError as exc:
+            routes = {"skipped": f"sidecar did not start with routes: {exc}"[:2000]}
+            bench.notes.append("10 vs 1,000 routes skipped: sidecar refused the routes config")
+            break
+        bench.rss_roots[name] = service.pid
+        signed = await sign_in(service.url + ROUTES_PATH, SMALL_USER, expect_body=BACKEND_BODY)
+        routes[str(count)] = await bench.wrk_repeated(
+            name,
+            service.url + ROUTES_PATH,
+            connections=32,
+            cookie=padded(signed.cookie_header(), cookie_len),
+        )
+        service.stop()
+    bench.results["routes"] = routes
+
+
+async def measure_streaming(bench: Bench, cookies: dict[str, str], size: int, tmp: Path) -> None:
+    log(f"streaming {size // (1024 * 1024)} MiB down and up")
+    upload_file = tmp / "upload.bin"
+    with upload_file.open("wb") as handle:
+        handle.truncate(size)
+    max_seconds = max(60, size // (5 * 1024 * 1024))
+    streaming: dict[str, dict[str, Any]] = {"download": {}, "upload": {}}
+    # Unmeasured first transfers: the sparse file's pages enter the page cache, nginx's temp
+    # files get their first pages; otherwise whichever target goes first pays for it.
+    direct = bench.urls["backend"]
+    await download(direct + "/large.bin", cookie=None, expect_bytes=size, max_seconds=max_seconds)
+    await upload(
+        direct + "/upload",
+        cookie=None,
+        path=str(upload_file),
+        expect_bytes=size,
+        max_seconds=max_seconds,
+    )
+    for name, url in bench.urls.items():
+        if name == "apache_plain":
+            continue
+        pids = bench.pids(name)
+        for way in ("download", "upload"):
+            speeds, peaks = [], []
+            for _ in range(bench.args.repeat):
+                reset_peak_rss(pids)
+                try:
+                    if way == "download":
+                        speed = await download(
+                            url + "/large.bin",
+                            cookie=cookies[name],
+                            expect_bytes=size,
+                            max_seconds=max_seconds,
+                        )
+                    else:
+                        speed = await upload(
+                            url + "/upload",
+                            cookie=cookies[name],
+                            path=str(upload_file),
+                            expect_bytes=size,
+                            max_seconds=max_seconds,
+                        )
+                except LoadError as exc:
+                    bench.notes.append(f"{way} through {name} failed: {exc}")
+                    log(f"  {way} {name}: FAILED {exc}")
+                    break
+                speeds.append(speed)
+                peaks.append(max(peak_rss_kib(pids).values(), default=0) / 1024)
+            if speeds:
+                streaming[way][name] = {
+                    "mb_s": statistics.median(speeds),
+                    "peak_rss_mb": max(peaks),
+                    "runs_mb_s": speeds,
+                }
+                log(
+                    f"  {way:<8} {name:<12} {statistics.median(speeds):8.1f} MB/s  "
+                    f"peak RSS {max(peaks):.1f} MB (largest process)"
+                )
+    bench.results["streaming"] = streaming
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        report = asyncio.run(run(args))
+    except (StackError, LoadError, SignInError) as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        return 1
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print(render_table(report["results"], report["targets"]))
+    for note in report["results"].get("notes", []):
+        print(f"note: {note}")
+    print(f"\nJSON: {args.output}  ({report['meta']['elapsed_seconds']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
