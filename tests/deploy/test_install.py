@@ -224,3 +224,19 @@ def test_deployment_probes_answer_200_from_a_running_sidecar(
         except urllib.error.HTTPError as exc:
             status = exc.code
         assert status == 200, f"{kind} {path} answered {status}"
+
+
+def test_install_refuses_an_unpinned_build(tmp_path: Path) -> None:
+    # Without constraints.txt the image would get whatever versions the registry serves today.
+    (tmp_path / "src").mkdir()
+    script = Path(__file__).resolve().parents[2] / "deploy" / "docker" / "install.sh"
+    result = subprocess.run(
+        ["sh", str(script), str(tmp_path / "src"), str(tmp_path / "venv")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "constraints.txt is missing" in result.stderr
+    assert not (tmp_path / "venv").exists()
