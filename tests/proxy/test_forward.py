@@ -444,6 +444,24 @@ async def test_slow_backend_gives_504(
     assert (await resp.json())["code"] == "upstream_timeout"
 
 
+async def test_websocket_handshake_to_a_slow_backend_gives_504(
+    echo_server: TestServer, aiohttp_client: ClientFactory
+) -> None:
+    upstream = str(echo_server.make_url("")).rstrip("/")
+    config = SidecarConfig.model_validate(
+        {
+            "version": 1,
+            "upstreams": [
+                {"url": upstream, "connect_timeout_seconds": 0.1, "read_timeout_seconds": 0.2}
+            ],
+        }
+    )
+    client = await aiohttp_client(make_proxy_app(config))
+    with pytest.raises(aiohttp.WSServerHandshakeError) as caught:
+        await client.ws_connect("/slow?seconds=30")
+    assert caught.value.status == 504
+
+
 async def test_body_over_the_limit_gives_413(
     echo_server: TestServer, aiohttp_client: ClientFactory
 ) -> None:
