@@ -1,11 +1,12 @@
 """Forwarding a request to its upstream and the answer back, streaming both ways, websockets too.
 
-`Forwarder` picks the upstream by longest path prefix (the table is built once), sends the request
-with the headers `sidecar.proxy.headers` built, byte-exact path and query, and the body streamed
-from the client as it arrives; then streams the response back chunk by chunk, untouched: no
-decompression, no redirect following, several `Set-Cookie` stay several. A WebSocket upgrade is
-proxied message by message (text, binary, ping/pong, close codes) in both directions. Failures
-before anything reached the client raise `UpstreamUnavailableError` (502) or
+`Forwarder` picks the upstream by longest path prefix, matched on whole segments (the table is
+built once), sends the request with the headers `sidecar.proxy.headers` built, the byte-exact path
+and query appended to the upstream URL (prefixes are not stripped), and the body streamed from the
+client as it arrives (`max_body_bytes` gives 413); then streams the response back chunk by chunk,
+untouched: no decompression, no redirect following, several `Set-Cookie` stay several. A
+WebSocket upgrade is proxied message by message (text, binary, ping/pong, close codes) in both
+directions. Failures before anything reached the client raise `UpstreamUnavailableError` (502) or
 `UpstreamTimeoutError` (504) for the error middleware to render; after the response started, the
 client connection is aborted so the client sees a truncated response, never a wrong one.
 """
