@@ -242,6 +242,26 @@ async def assert_access_token_is_live(sidecar: RunningSidecar, access_token: str
         assert response.status == 200, await response.text()
 
 
+async def test_refresh_refused_after_provider_sign_out_means_signing_in_again(
+    start_sidecar: StartSidecar, page: Page
+) -> None:
+    sidecar = await start_sidecar(access_token_ttl=2)
+    await page.goto(f"{sidecar.url}/desk")
+    await sign_in_at_provider(page, "mallory")
+    # The user signs out at the provider itself (another app's sign-out link): the provider
+    # session ends, and with it the refresh token sidecar holds.
+    await page.goto(f"{sidecar.issuer}/session/end")
+    await confirm_sign_out_at_provider(page)
+
+    sidecar.clock.advance(5)
+    assert await userinfo_status(page, sidecar) == 401
+    await page.goto(f"{sidecar.url}/desk")
+    assert await shows_provider_login_form(page)
+    await sign_in_at_provider(page, "mallory")
+    assert page.url == f"{sidecar.url}/desk"
+    assert echo_headers(await backend_report(page))["x-forwarded-user"] == "mallory"
+
+
 async def test_sign_out_ends_the_local_and_the_provider_session(
     start_sidecar: StartSidecar, page: Page
 ) -> None:
