@@ -1,12 +1,17 @@
 """The auth gate: who is this request, and may it pass to the backend?
 
-Per request: cookies → `store.load` → `Session | None` → refresh when due (one refresh per
-session, see `sidecar.auth.refresh`) → identity headers. A request without a usable session is
+Per request, first the route (`sidecar.routing`): the path is normalised as the backend will see
+it (an ambiguous one is refused with 400) and matched against the compiled `routes`; a public
+route passes at once, without looking at cookies. Otherwise: cookies → `store.load` →
+`Session | None` → refresh when due (one refresh per session, see `sidecar.auth.refresh`) →
+identity headers. A request without a usable session is
 stopped: a browser's GET/HEAD is sent to sign in (straight to the provider, or to the sign-in page
 when `auth.sign_in_page`), landing afterwards on the URL it asked for; API clients (see
 `pages.wants_json`) and every other method get `401` with `WWW-Authenticate`. A refresh the
 provider rejects ends the session; a provider outage keeps it while its access token is still
-valid. The decision and its reasons go to the access log with the user's sub and email.
+valid. A signed-in user is then checked against the route's policy (`sidecar.policy.decide`);
+one it denies gets a 403 page naming the account and offering sign-out (JSON for programs).
+The decision, the route and the reasons go to the access log with the user's sub and email.
 """
 
 from __future__ import annotations
@@ -23,9 +28,17 @@ from sidecar.auth.redirects import check_redirect
 from sidecar.auth.refresh import needs_refresh, still_usable
 from sidecar.auth.services import AuthServices
 from sidecar.auth.sign_in import NO_STORE, begin_sign_in, log_event
-from sidecar.errors import NotAuthenticatedError, ProviderUnavailableError, RefreshRejectedError
+from sidecar.errors import (
+    BadRequestError,
+    ForbiddenError,
+    NotAuthenticatedError,
+    ProviderUnavailableError,
+    RefreshRejectedError,
+)
 from sidecar.gating import Gate, GateResult
 from sidecar.pages import SIGN_IN_TEMPLATE, render_page, wants_json
+from sidecar.policy import decide
+from sidecar.routing import Route, RouteTable, normalize_path
 from sidecar.session.cookies import CookiePolicy
 from sidecar.session.model import Session
 
@@ -142,24 +155,69 @@ def _log_fields(session: Session | None, decision: str, reasons: tuple[str, ...]
     return fields
 
 
+FORBIDDEN_TEMPLATE = "forbidden.html"
+
+
+def forbidden(
+    request: web.Request, services: AuthServices, session: Session, set_cookies: tuple[str, ...]
+) -> Exception:
+    """The 403 for a signed-in user the route's policy denies: a page saying who they are signed
+    in as and how to sign out, or JSON for programs. The reasons stay in the log."""
+    cookies = [("Set-Cookie", value) for value in set_cookies]
+    if wants_json(request.headers, request.method):
+        return ForbiddenError(headers=cookies)
+    identity = session.identity
+    page = render_page(
+        FORBIDDEN_TEMPLATE,
+        templates_dir=services.config.auth.templates_dir,
+        signed_in_as=identity.email or identity.username or identity.user,
+        sign_out_url=services.endpoints.sign_out,
+        home_url="/",
+        request_id=request.get(keys.REQUEST_ID, "") or "-",
+    )
+    return web.HTTPForbidden(text=page, content_type="text/html", headers=[*cookies, NO_STORE])
+
+
+def match_route(request: web.Request, routes: RouteTable) -> Route:
+    """The route for this request, matched on the path as the backend will see it; a path that
+    cannot be read unambiguously (see `sidecar.routing`) is refused with 400."""
+    path = normalize_path(request.raw_path)
+    route = routes.match(request.method, request.host, path) if path is not None else None
+    if route is None:
+        request[keys.ACCESS_LOG_FIELDS].update(decision="deny", reasons="path-ambiguous")
+        raise BadRequestError(code="path_refused", reason="ambiguous request path")
+    return route
+
+
 def make_gate(services: AuthServices) -> Gate:
     """The gate `create_app` calls before forwarding any request that is not sidecar's own."""
     headers_config = services.config.headers
+    routes = RouteTable.from_config(services.config)
 
     async def gate(request: web.Request) -> GateResult:
+        route = match_route(request, routes)
+        request[keys.ACCESS_LOG_FIELDS]["route"] = route.name
+        if route.access == "public":
+            public = decide(route, None, authenticated_via="session")
+            return GateResult(log_fields=_log_fields(None, public.outcome, public.reasons))
         resolution = await resolve_session(request, services)
         session = resolution.session
         if session is None:
-            decision = "deny" if is_api_request(request) else "sign-in"
+            decision_name = "deny" if is_api_request(request) else "sign-in"
             reasons = (*resolution.reasons, "user-unauthenticated")
-            request[keys.ACCESS_LOG_FIELDS].update(_log_fields(None, decision, reasons))
+            request[keys.ACCESS_LOG_FIELDS].update(_log_fields(None, decision_name, reasons))
             raise sign_in_required(request, services, resolution)
+        decision = decide(route, session.identity, authenticated_via="session")
+        reasons = (*resolution.reasons, *decision.reasons)
+        if not decision.allowed:
+            request[keys.ACCESS_LOG_FIELDS].update(_log_fields(session, "forbidden", reasons))
+            raise forbidden(request, services, session, resolution.set_cookies)
         return GateResult(
             identity_headers=build_identity_headers(
                 session.identity, session.tokens, headers_config
             ),
             response_headers=[("Set-Cookie", value) for value in resolution.set_cookies],
-            log_fields=_log_fields(session, "allow", resolution.reasons),
+            log_fields=_log_fields(session, "allow", reasons),
         )
 
     return gate
