@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Installs what bench/run.py needs beyond the e2e pieces (node + tests/e2e's oidc-provider), as root:
-# wrk (load generator), nginx-light (the fast backend), apache2 + libapache2-mod-auth-openidc (the
-# peer). Debian starts apache2/nginx as system services on install unless /usr/sbin/policy-rc.d exits
+# Installs what bench/run.py needs, as root: wrk (load generator), nginx-light and
+# libnginx-mod-http-echo (the fast backend; echo reads upload bodies), apache2 +
+# libapache2-mod-auth-openidc (the peer), curl (transfers); and, when tests/e2e/node_modules is
+# missing, the e2e provider's npm packages (node >= 20.18 must already be there). Debian starts apache2/nginx as system services on install unless /usr/sbin/policy-rc.d exits
 # 101, so one is put in place for the install (an existing one is left alone). Safe to re-run:
 # installed packages are not fetched again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(wrk nginx-light apache2 libapache2-mod-auth-openidc)
+APT_PACKAGES=(wrk curl nginx-light libnginx-mod-http-echo apache2 libapache2-mod-auth-openidc)
 missing=()
 for package in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' \
@@ -38,5 +39,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   fi
 fi
 
-echo "== npm ci (tests/e2e: oidc-provider)"
-npm ci --prefix tests/e2e --no-audit --no-fund --loglevel=error
+if [ ! -d tests/e2e/node_modules/oidc-provider ]; then
+  echo "== npm ci (tests/e2e: oidc-provider)"
+  npm ci --prefix tests/e2e --no-audit --no-fund --loglevel=error
+fi
