@@ -19,7 +19,10 @@ Prefix routes match whole segments (`/static` matches `/static` and `/static/x`,
 A path that still carries `;` path parameters is matched twice, as written and with the
 parameters removed (as Java servers read it); when the two readings reach different routes,
 `match` returns None and sidecar answers 400, so `/admin;x/secret` cannot slip past an `/admin`
-route. Pure: no aiohttp.
+route. `resolve(method, host, raw_path)` is what the gate calls: it also refuses a path whose
+literal spelling (as a backend that normalises nothing reads it) reaches a different route than
+its normalised form, so `/static/../admin` and `//admin` are refused rather than trusted to be
+read the same way by every backend. Pure: no aiohttp.
 """
 
 from __future__ import annotations
@@ -283,5 +286,22 @@ class RouteTable:
         if ";" in normalized_path:
             other = self._first(method, host, strip_path_parameters(normalized_path))
             if other is not route:
+                return None
+        return route
+
+    def resolve(self, method: str, host: str, raw_path: str) -> Route | None:
+        """The route for a request as it arrived (`raw_path` may carry the query), or None when
+        it must be refused with 400: the path is ambiguous (`normalize_path` gives None), or it
+        is not already normal and its literal spelling would reach a different route than the
+        normalised one. Sidecar forwards the path as it arrived, and a backend that does not
+        resolve `..` or `//` itself would read `/admin/../static/x` as a path under /admin."""
+        path = normalize_path(raw_path)
+        if path is None:
+            return None
+        route = self.match(method, host, path)
+        literal = raw_path.partition("?")[0]
+        if route is not None and literal != path:
+            upper = method.upper()
+            if self._first(upper, host_name(host) if self._uses_host else "", literal) is not route:
                 return None
         return route

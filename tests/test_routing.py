@@ -218,16 +218,20 @@ def _under(path: str, prefix: str) -> bool:
 
 
 @settings(max_examples=500)
-@given(st.one_of(raw_paths, _climb))
-def test_public_route_only_ever_serves_paths_under_it_in_every_reading(raw: str) -> None:
+@given(st.one_of(raw_paths, _climb), st.sampled_from(["", "?q=/admin", "/", "/x"]))
+def test_public_route_only_ever_serves_paths_under_it_in_every_reading(raw: str, tail: str) -> None:
+    """Whether a backend resolves dot segments and slashes or not, strips `;` parameters or
+    not: a request resolve() sends to the public route is under /public in every reading."""
     t = table({"path": "/public", "access": "public", "name": "public"})
-    path = normalize_path(raw)
-    if path is None:
+    raw += tail
+    route = t.resolve("GET", "app.example.com", raw)
+    if route is None or route.name != "public":
         return
-    route = t.match("GET", "app.example.com", path)
-    if route is not None and route.name == "public":
-        assert _under(path, "/public")
-        assert _under(strip_path_parameters(path), "/public")
+    path = normalize_path(raw)
+    assert path is not None
+    literal = raw.partition("?")[0]
+    for reading in (path, strip_path_parameters(path), literal):
+        assert _under(reading, "/public"), (raw, reading)
 
 
 # -- the route table ------------------------------------------------------------------------------
@@ -412,6 +416,41 @@ def test_bypass_attempts_reach_the_admin_route(raw: str) -> None:
         policies={"admins": {"groups_any": ["admins"]}},
     )
     assert route_name(t, raw) == "admin"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        # already normal, or normalising does not change the route: fine
+        ("/admin/users", "admin"),
+        ("/admin/./users", "admin"),
+        ("/admin/x/../users", "admin"),
+        ("/admin//users", "admin"),
+        ("/public/a/../b", "public"),
+        ("/other//x", "default"),
+        ("/public?next=/admin", "public"),
+        ("/admin?next=/public", "admin"),
+        # the literal spelling and the normalised one reach different routes: refused
+        ("/public/../admin", "refused"),
+        ("/public/%2e%2e/admin", "refused"),
+        ("//admin", "refused"),
+        ("/./admin", "refused"),
+        ("/%61dmin", "refused"),
+        ("/admin/../public/x", "refused"),  # /admin to a backend that resolves nothing
+        ("//public/x", "refused"),
+        # ambiguous whatever the routes
+        ("/public/..%2fadmin", "refused"),
+        ("/public/..;/admin", "refused"),
+    ],
+)
+def test_resolve_refuses_paths_whose_spellings_disagree(raw: str, expected: str) -> None:
+    t = table(
+        {"path": "/public", "access": "public", "name": "public"},
+        {"path": "/admin", "policy": "admins", "name": "admin"},
+        policies={"admins": {"groups_any": ["admins"]}},
+    )
+    route = t.resolve("GET", "app.example.com", raw)
+    assert (route.name if route is not None else "refused") == expected
 
 
 def test_thousand_routes_match_quickly(capsys: pytest.CaptureFixture[str]) -> None:

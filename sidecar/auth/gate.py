@@ -38,7 +38,7 @@ from sidecar.errors import (
 from sidecar.gating import Gate, GateResult
 from sidecar.pages import SIGN_IN_TEMPLATE, render_page, wants_json
 from sidecar.policy import decide
-from sidecar.routing import Route, RouteTable, normalize_path
+from sidecar.routing import Route, RouteTable
 from sidecar.session.cookies import CookiePolicy
 from sidecar.session.model import Session
 
@@ -181,8 +181,7 @@ def forbidden(
 def match_route(request: web.Request, routes: RouteTable) -> Route:
     """The route for this request, matched on the path as the backend will see it; a path that
     cannot be read unambiguously (see `sidecar.routing`) is refused with 400."""
-    path = normalize_path(request.raw_path)
-    route = routes.match(request.method, request.host, path) if path is not None else None
+    route = routes.resolve(request.method, request.host, request.raw_path)
     if route is None:
         request[keys.ACCESS_LOG_FIELDS].update(decision="deny", reasons="path-ambiguous")
         raise BadRequestError(code="path_refused", reason="ambiguous request path")
