@@ -122,13 +122,18 @@ def render_table(results: dict[str, Any], checks: list[dict[str, Any]]) -> str:
     if large:
         add("large session req/s @32", {n: _get(large, n, "rps") for n in TARGET_NAMES})
         add("large session p99 ms @32", {n: _get(large, n, "p99_ms") for n in TARGET_NAMES}, 2)
+        add(
+            "small session req/s @32 (same rounds)",
+            {n: _get(large, f"{n}_small", "rps") for n in TARGET_NAMES},
+        )
     one_worker = results.get("sidecar_one_worker", {})
     for level, entry in sorted(one_worker.items(), key=lambda kv: int(kv[0])):
         add(f"sidecar, 1 worker: req/s @{level}", {"sidecar": _get(entry, "rps")}, ratios=False)
     routes = results.get("routes", {})
-    for count in ("10", "1000"):
+    for count in ("none", "10", "1000"):
         if count in routes:
-            add(f"{count} routes req/s @32", {"sidecar": _get(routes, count, "rps")}, ratios=False)
+            label = "no routes" if count == "none" else f"{count} routes"
+            add(f"{label} req/s @32", {"sidecar": _get(routes, count, "rps")}, ratios=False)
     for way in ("download", "upload"):
         entry = results.get("streaming", {}).get(way, {})
         if entry:

@@ -192,45 +192,37 @@ class Bench:
         root = self.rss_roots.get(name)
         return process_tree(root) if root else []
 
-    async def wrk_repeated(
-        self, target: str, url: str, *, connections: int, cookie: str, seconds: int | None = None
-    ) -> dict[str, Any]:
-        runs = []
+    async def measure(
+        self, targets: dict[str, tuple[str, str]], *, connections: int
+    ) -> dict[str, dict[str, Any]]:
+        """Each target (name -> (url, cookie header)) under wrk at `connections`, `--repeat`
+        times; the repeats go round the targets in turn, so a burst of other work on the machine
+        lands on all of them rather than on one, and the medians are compared."""
+        runs: dict[str, list[WrkResult]] = {name: [] for name in targets}
         for _ in range(self.args.repeat):
-            result = await run_wrk(
-                url,
-                connections=connections,
-                seconds=seconds or self.args.duration,
-                cookie=cookie,
-                rss_pids=self.pids(target),
-            )
-            runs.append(result)
-        await check_session(url, cookie, what=f"{target} after the load")
-        summary = median_of(runs)
-        log(
-            f"  {target:<14} c={connections:<5} {summary['rps']:>10,.0f} req/s  "
-            f"p50 {summary['p50_ms']:.2f} ms  p99 {summary['p99_ms']:.2f} ms"
-            + (f"  errors {summary['errors']}" if summary["errors"] else "")
-        )
-        return summary
-
-    async def measure_levels(self, cookies: dict[str, str]) -> None:
-        """Throughput and latency of every target at each connection level (repeats interleaved
-        would mix warm-up into medians; each target is measured back to back instead)."""
-        levels: dict[str, dict[str, Any]] = {str(level): {} for level in self.args.levels}
-        for level in self.args.levels:
-            for target, url in self.urls.items():
-                if target not in cookies:
-                    continue
-                levels[str(level)][target] = await self.wrk_repeated(
-                    target, url + "/", connections=level, cookie=cookies[target]
+            for name, (url, cookie) in targets.items():
+                result = await run_wrk(
+                    url,
+                    connections=connections,
+                    seconds=self.args.duration,
+                    cookie=cookie,
+                    rss_pids=self.pids(name),
                 )
-        self.results["connections"] = levels
+                runs[name].append(result)
+        summaries: dict[str, dict[str, Any]] = {}
+        for name, (url, cookie) in targets.items():
+            await check_session(url, cookie, what=f"{name} after the load")
+            summary = summaries[name] = median_of(runs[name])
+            log(
+                f"  {name:<16} c={connections:<5} {summary['rps']:>10,.0f} req/s  "
+                f"p50 {summary['p50_ms']:.2f} ms  p99 {summary['p99_ms']:.2f} ms"
+                + (f"  errors {summary['error_kinds']}" if summary["errors"] else "")
+            )
+        return summaries
 
-    async def warm_up(self, cookies: dict[str, str]) -> None:
-        for target, url in self.urls.items():
-            if target in cookies:
-                await run_wrk(url + "/", connections=32, seconds=1, cookie=cookies[target])
+    async def warm_up(self, targets: dict[str, tuple[str, str]]) -> None:
+        for url, cookie in targets.values():
+            await run_wrk(url, connections=32, seconds=2, cookie=cookie)
 
 
 async def timed_sign_ins(url: str, count: int, user: str) -> dict[str, Any]:
@@ -361,11 +353,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             for name in bench.urls:
                 rss[name] = {"idle_mb": rss_kib(bench.pids(name)) / 1024}
 
+            main_targets = {name: (url + "/", cookies[name]) for name, url in bench.urls.items()}
             if not args.quick:
                 log("warming up")
-                await bench.warm_up(cookies)
+                await bench.warm_up(main_targets)
             log(f"connection levels {args.levels}, {args.duration}s x {args.repeat}")
-            await bench.measure_levels(cookies)
+            bench.results["connections"] = {
+                str(level): await bench.measure(main_targets, connections=level)
+                for level in args.levels
+            }
             load_level = "32" if "32" in bench.results["connections"] else str(args.levels[-1])
             for name in bench.urls:
                 entry = bench.results["connections"][load_level].get(name, {})
@@ -373,18 +369,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 rss[name]["load_connections"] = int(load_level)
             bench.results["rss"] = rss
 
-            log("large session (~200 groups)")
-            large_results: dict[str, Any] = {}
-            for name in large_cookies:
-                large_results[name] = await bench.wrk_repeated(
-                    name, bench.urls[name] + "/", connections=32, cookie=large_cookies[name]
-                )
-            small_ref = bench.results["connections"].get("32", {}).get("sidecar")
-            if small_ref is not None:
-                large_results["sidecar_small"] = small_ref
-            bench.results["large_session"] = large_results
+            log(f"large session (~{LARGE_GROUPS} groups) beside the small one, 32 connections")
+            large_targets = {
+                name: (bench.urls[name] + "/", cookie) for name, cookie in large_cookies.items()
+            }
+            for name in proxies:
+                large_targets[f"{name}_small"] = (bench.urls[name] + "/", cookies[name])
+                bench.rss_roots[f"{name}_small"] = bench.rss_roots[name]
+            bench.results["large_session"] = await bench.measure(large_targets, connections=32)
 
-            log("sidecar with 1 worker")
+            log("sidecar with 1 worker beside the main one")
             one = await stack.start_sidecar(
                 "sidecar_1w",
                 port=ports["sidecar_1w"],
@@ -395,17 +389,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             one_in = await sign_in(one.url + "/", SMALL_USER, expect_body=BACKEND_BODY)
             bench.rss_roots["sidecar_1w"] = one.pid
-            one_cookie = padded(one_in.cookie_header(), small_len)
+            one_targets = {
+                "sidecar_1w": (one.url + "/", padded(one_in.cookie_header(), small_len)),
+                "sidecar": main_targets["sidecar"],
+            }
             bench.results["sidecar_one_worker"] = {
-                str(level): await bench.wrk_repeated(
-                    "sidecar_1w", one.url + "/", connections=level, cookie=one_cookie
-                )
+                str(level): (await bench.measure(one_targets, connections=level))["sidecar_1w"]
                 for level in args.levels
                 if level in (1, 32)
             }
             one.stop()
 
-            await measure_routes(bench, ports, nginx, provider, client, small_len, routes_supported)
+            await measure_routes(
+                bench, ports, nginx, provider, client, cookies, small_len, routes_supported
+            )
             await measure_streaming(bench, cookies, stream_bytes, Path(tmp))
 
             log(f"sign-in round trips ({args.sign_ins} each)")
@@ -442,6 +439,7 @@ async def measure_routes(
     nginx: Service,
     provider: Service,
     client: dict[str, Any],
+    cookies: dict[str, str],
     cookie_len: int,
     supported: bool,
 ) -> None:
@@ -450,8 +448,8 @@ async def measure_routes(
         bench.notes.append("10 vs 1,000 routes skipped: sidecar's config has no `routes` yet")
         log("routes: skipped (no routes in sidecar's config)")
         return
-    log("10 vs 1,000 routes")
-    routes: dict[str, Any] = {}
+    log("10 vs 1,000 routes (and none), 32 connections")
+    targets: dict[str, tuple[str, str]] = {}
     for count in (10, 1000):
         name = f"routes_{count}"
         try:
@@ -465,19 +463,20 @@ async def measure_routes(
                 routes=routes_config(count),
             )
         except StackError as exc:
-            routes = {"skipped": f"sidecar did not start with routes: {exc}"[:2000]}
+            bench.results["routes"] = {"skipped": f"sidecar refused the routes: {exc}"[:2000]}
             bench.notes.append("10 vs 1,000 routes skipped: sidecar refused the routes config")
-            break
+            return
         bench.rss_roots[name] = service.pid
         signed = await sign_in(service.url + ROUTES_PATH, SMALL_USER, expect_body=BACKEND_BODY)
-        routes[str(count)] = await bench.wrk_repeated(
-            name,
-            service.url + ROUTES_PATH,
-            connections=32,
-            cookie=padded(signed.cookie_header(), cookie_len),
-        )
-        service.stop()
-    bench.results["routes"] = routes
+        targets[name] = (service.url + ROUTES_PATH, padded(signed.cookie_header(), cookie_len))
+    targets["sidecar"] = (bench.urls["sidecar"] + ROUTES_PATH, cookies["sidecar"])
+    measured = await bench.measure(targets, connections=32)
+    bench.results["routes"] = {
+        "10": measured["routes_10"],
+        "1000": measured["routes_1000"],
+        "none": measured["sidecar"],
+        "request_path": ROUTES_PATH,
+    }
 
 
 async def measure_streaming(bench: Bench, cookies: dict[str, str], size: int, tmp: Path) -> None:
