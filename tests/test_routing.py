@@ -359,7 +359,7 @@ def test_no_routes_means_every_path_needs_sign_in() -> None:
 def test_route_carries_access_policy_and_flags() -> None:
     t = table(
         {"path": "/s", "access": "public"},
-        {"path": "/a", "policy": "admins", "bearer": True, "identity_assertion": False},
+        {"path": "/a", "policy": "admins", "bearer": False, "identity_assertion": False},
         {"path": "/c", "cors_preflight": True},
         policies={"admins": {"groups_any": ["admins"]}},
     )
@@ -367,7 +367,7 @@ def test_route_carries_access_policy_and_flags() -> None:
     assert (public.name, public.access, public.policy) == ("routes[0]", "public", None)
     assert admin.access == "policy" and admin.policy is not None
     assert admin.policy.name == "admins"
-    assert (admin.bearer, admin.identity_assertion, admin.cors_preflight) == (True, False, False)
+    assert (admin.bearer, admin.identity_assertion, admin.cors_preflight) == (False, False, False)
     assert (cors.access, cors.bearer, cors.cors_preflight) == ("authenticated", None, True)
 
 
@@ -477,8 +477,17 @@ def test_thousand_routes_match_quickly(capsys: pytest.CaptureFixture[str]) -> No
             t.match("GET", "app.example.com", path)
     elapsed = time.perf_counter() - started
     per_match_us = elapsed / (rounds * len(paths)) * 1e6
+    raws = [f"/svc{i}/api/x?q=1" for i in range(0, 1000, 7)] + ["/a/./b//c", "/x/%7Ey"]
+    started = time.perf_counter()
+    for _ in range(rounds):
+        for raw in raws:
+            t.resolve("GET", "app.example.com", raw)
+    per_resolve_us = (time.perf_counter() - started) / (rounds * len(raws)) * 1e6
     with capsys.disabled():
-        print(f"\nroute table: 1000 routes, {per_match_us:.2f} us per match")
+        print(
+            f"\nroute table: 1000 routes, {per_match_us:.2f} us per match, "
+            f"{per_resolve_us:.2f} us per resolve (normalise + match)"
+        )
     assert route_name(t, "/late/abc") == "late"
     assert route_name(t, "/svc8/api/x") == "routes[8]"
 
@@ -513,7 +522,6 @@ routes:
     policy: admins
   - regex: /api/v[0-9]+/.*
     methods: [get, post]
-    bearer: true
   - path: /
     policy: staff
 """,

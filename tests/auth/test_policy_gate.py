@@ -189,6 +189,18 @@ async def test_public_route_needs_no_sign_in_and_still_strips_identity_headers(
         assert seen_header(echoed, name) == []
 
 
+async def test_public_request_is_logged_with_its_route_and_reason(
+    make_policy_stack: PolicyStackFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    stack = await make_policy_stack()
+    assert (await send_raw(stack, "/static/logo.png")).status == 200
+    lines = [r for r in await access_lines(caplog) if getattr(r, "route", "") == "static"]
+    assert [(getattr(r, "decision", ""), getattr(r, "reasons", "")) for r in lines] == [
+        ("public", "public-route")
+    ]
+
+
 async def test_public_route_sends_no_identity_even_to_a_signed_in_user(
     make_policy_stack: PolicyStackFactory,
 ) -> None:
@@ -252,6 +264,8 @@ async def test_paths_outside_public_routes_need_sign_in(
         "/static/%c0%ae%c0%ae/admin",
         "/static/x%00",
         "/static/x%",
+        # absolute-form: aiohttp has already rewritten the path, so nobody knows what was sent
+        "http://127.0.0.1/static/../admin",
     ],
 )
 async def test_ambiguous_paths_are_refused_with_400(
