@@ -33,6 +33,7 @@ from sidecar.observability.access import (
     make_request_id_echo,
 )
 from sidecar.observability.health import add_health_routes
+from sidecar.observability.metrics import METRICS_PATH, Metrics, add_metrics_route
 from sidecar.proxy.forward import Forwarder, create_upstream_client
 from sidecar.proxy.headers import build_header_plan, build_upstream_headers
 from sidecar.request_limits import make_limits_middleware, parser_limits
@@ -91,12 +92,21 @@ def _upstream_context(config: SidecarConfig) -> Callable[[web.Application], Asyn
     return upstream_client
 
 
-def create_app(config: SidecarConfig, *, clock: Callable[[], float] = time.time) -> web.Application:
-    """Build the whole application for `config`; nothing is built anywhere else."""
+def create_app(
+    config: SidecarConfig,
+    *,
+    clock: Callable[[], float] = time.time,
+    metrics: Metrics | None = None,
+) -> web.Application:
+    """Build the whole application for `config`; nothing is built anywhere else. `metrics` is
+    given when the app replaces another on a config reload (counters carry on), else new."""
     server = config.server
+    metrics = metrics if metrics is not None else Metrics()
     app = web.Application(
         middlewares=[
-            make_observability_middleware(server.trusted_proxies, server.request_id_header),
+            make_observability_middleware(
+                server.trusted_proxies, server.request_id_header, metrics
+            ),
             make_error_middleware(templates_dir=config.auth.templates_dir),
             make_limits_middleware(server),
         ],
@@ -105,6 +115,7 @@ def create_app(config: SidecarConfig, *, clock: Callable[[], float] = time.time)
     )
     app[keys.CONFIG] = config
     app[keys.CLOCK] = clock
+    app[keys.METRICS] = metrics
     app[keys.HEADER_PLAN] = build_header_plan(config)
     app[keys.GATE] = open_gate
     app[keys.IS_OWN_COOKIE] = never_own_cookie
@@ -113,6 +124,8 @@ def create_app(config: SidecarConfig, *, clock: Callable[[], float] = time.time)
     app.cleanup_ctx.append(_upstream_context(config))
 
     add_health_routes(app, config.auth.prefix)
+    if server.metrics_on_main_port:
+        add_metrics_route(app, config.auth.prefix + METRICS_PATH)
     if config.provider is not None:
         # The seam for sign-in: sidecar.auth.setup replaces the gate, sets IS_OWN_COOKIE, adds its
         # routes under auth.prefix, its readiness check and its own cleanup contexts.
@@ -123,11 +136,13 @@ def create_app(config: SidecarConfig, *, clock: Callable[[], float] = time.time)
 
 
 def create_health_app(config: SidecarConfig, main_app: web.Application) -> web.Application:
-    """The app on `server.internal_listen`: /healthz and /readyz at the root, same checks."""
+    """The app on `server.internal_listen`: /healthz, /readyz and /metrics at the root."""
     app = web.Application(handler_args=build_handler_args(config))
     app[keys.CONFIG] = config
     app[keys.READINESS] = main_app[keys.READINESS]
+    app[keys.METRICS] = main_app[keys.METRICS]
     add_health_routes(app, "")
+    add_metrics_route(app, METRICS_PATH)
     return app
 
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from sidecar.auth.services import AuthServices
     from sidecar.gating import Gate
     from sidecar.observability.health import ReadinessCheck
+    from sidecar.observability.metrics import Metrics
     from sidecar.proxy.forward import Forwarder
     from sidecar.proxy.headers import HeaderPlan
 
@@ -44,3 +45,8 @@ sidecar.auth.setup when a provider is configured; tests and diagnostics read it.
 ACCESS_LOG_FIELDS: web.RequestKey[dict[str, str]] = web.RequestKey("access_log_fields", dict)
 """Fields added to this request's access log line (user, sub, email, route, decision, reasons,
 upstream, ...). The observability middleware puts an empty dict here first; anyone may add to it."""
+
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+"""The Prometheus metrics (sidecar.observability.metrics), one per server, kept across reloads."""
+REQUEST_METRICS: web.RequestKey[Metrics] = web.RequestKey("request_metrics")
+"""The metrics the access-log path feeds for this request (set by the observability middleware)."""

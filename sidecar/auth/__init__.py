@@ -60,7 +60,13 @@ def _provider_context(
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def provider(app: web.Application) -> AsyncIterator[None]:
         http = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
-        directory = ProviderDirectory(services.provider, http, clock=services.clock)
+        metrics = services.metrics
+        directory = ProviderDirectory(
+            services.provider,
+            http,
+            clock=services.clock,
+            on_fetch_error=metrics.provider_fetch_error if metrics is not None else None,
+        )
         services.directory = directory
         services.client = ProviderClient(services.provider, directory, http, clock=services.clock)
         await directory.start()
@@ -86,6 +92,7 @@ def setup(app: web.Application, config: SidecarConfig, clock: Callable[[], float
     """Wire sign-in into `app` (see the module docstring)."""
     services = build_services(config, clock, header_plan=app.get(keys.HEADER_PLAN))
     app[keys.AUTH_SERVICES] = services
+    services.metrics = app.get(keys.METRICS)
     app[keys.GATE] = make_gate(services)
     policy = services.policy
 

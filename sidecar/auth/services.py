@@ -26,6 +26,7 @@ from sidecar.errors import (
     ProviderUnavailableError,
     RefreshRejectedError,
 )
+from sidecar.observability.metrics import Metrics
 from sidecar.oidc.client import ProviderClient
 from sidecar.oidc.discovery import ProviderDirectory
 from sidecar.oidc.tokens import (
@@ -56,11 +57,12 @@ class AuthServices:
     token_bytes: Callable[[int], bytes] = secrets.token_bytes
     directory: ProviderDirectory | None = None
     client: ProviderClient | None = None
+    metrics: Metrics | None = None
     coordinator: RefreshCoordinator = field(init=False)
 
     def __post_init__(self) -> None:
         self.coordinator = RefreshCoordinator(
-            self.refresh_session,
+            self._counted_refresh,
             clock=self.clock,
             grace_seconds=self.session.refresh_grace_seconds,
         )
@@ -118,6 +120,23 @@ class AuthServices:
             algorithms=self.provider.id_token_algorithms,
             expected_sub=expected_sub,
         )
+
+    async def _counted_refresh(self, session: Session) -> Session:
+        """`refresh_session`, its outcome counted in the metrics (one count per provider call)."""
+        outcome = "failed"
+        try:
+            refreshed = await self.refresh_session(session)
+            outcome = "refreshed"
+            return refreshed
+        except RefreshRejectedError:
+            outcome = "rejected"
+            raise
+        except ProviderUnavailableError:
+            outcome = "provider_unavailable"
+            raise
+        finally:
+            if self.metrics is not None:
+                self.metrics.refresh(outcome)
 
     async def refresh_session(self, session: Session) -> Session:
         """`session` with fresh tokens, else RefreshRejectedError / ProviderUnavailableError."""

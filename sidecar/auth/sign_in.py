@@ -4,8 +4,8 @@
 attempt (state, nonce, PKCE verifier, where to land), stores it in its own encrypted cookie and
 redirects to the provider. `complete_sign_in` redeems the code with the attempt's verifier,
 validates the ID token with the attempt's nonce, reads userinfo (whose `sub` must match) and builds
-the new `Session`. Sign-in events go to the `sidecar.auth` log with a reason code; tokens, codes,
-state and cookies never do.
+the new `Session`. Sign-in events go to the `sidecar.auth` log with a reason code, and are
+counted in the app's metrics; tokens, codes, state and cookies never do.
 """
 
 from __future__ import annotations
@@ -37,6 +37,9 @@ _PROTOCOL_CLAIMS = frozenset(
 def log_event(request: web.Request, event: str, **fields: str) -> None:
     """A sign-in event line (`sign_in_started`, `sign_in_completed`, `sign_in_failed`, ...)."""
     extra = {"event": event, "request_id": request.get(keys.REQUEST_ID, ""), **fields}
+    metrics = request.config_dict.get(keys.METRICS)
+    if metrics is not None:
+        metrics.sign_in_event(event, fields.get("reason"))
     level = logging.WARNING if event.endswith("failed") else logging.INFO
     log.log(level, "%s", event.replace("_", " "), extra=extra)
 

@@ -109,6 +109,13 @@ class ServerConfig(Model):
         description="Largest request body passed upstream; larger gets 413. None: no limit.",
     )
     workers: int = Field(1, ge=1, description="Worker processes sharing the listening port.")
+    metrics_on_main_port: bool = Field(
+        False,
+        description=(
+            "Also serve Prometheus metrics at <auth.prefix>/metrics on the main port (reachable by "
+            "anyone who reaches sidecar). Off: metrics only on internal_listen at /metrics."
+        ),
+    )
     request_id_header: str = Field(
         "X-Request-Id",
         description="Header carrying the request id; generated, or taken from trusted proxies.",

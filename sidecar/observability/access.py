@@ -6,7 +6,8 @@ The `observability` middleware (outermost) gives each request its id — the cli
 email, route, decision, reasons, upstream). The id is echoed on every response (set when the
 response is prepared, so streamed responses carry it too). `AccessLogger` writes the line after
 the response is sent, when its byte count is known; aiohttp also calls it for requests it could
-not even parse. The line never holds the query string, cookies or Authorization.
+not even parse. The line never holds the query string, cookies or Authorization. The same path
+feeds the request's metrics (`sidecar.observability.metrics`), even when the line is not logged.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from sidecar import keys
 from sidecar.config.model import IPNetwork
+from sidecar.observability.metrics import Metrics, route_label
 
 ACCESS_LOGGER_NAME = "sidecar.access"
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that went away before the response
@@ -94,6 +96,18 @@ def _log_request(
     bytes_sent: int,
     duration_seconds: float,
 ) -> None:
+    extra = request.get(keys.ACCESS_LOG_FIELDS) or {}
+    metrics = request.get(keys.REQUEST_METRICS)
+    if metrics is not None:
+        metrics.observe_request(
+            route=route_label(request, extra),
+            method=request.method,
+            status=status,
+            duration_seconds=duration_seconds,
+            fields=extra,
+        )
+    if not logger.isEnabledFor(logging.INFO):
+        return
     request_id = request.get(keys.REQUEST_ID) or new_request_id()
     fields = build_access_fields(
         request_id=request_id,
@@ -104,7 +118,7 @@ def _log_request(
         duration_seconds=duration_seconds,
         remote=request.remote,
         user_agent=request.headers.get("User-Agent"),
-        extra=request.get(keys.ACCESS_LOG_FIELDS) or {},
+        extra=extra,
     )
     logger.info("%s %s %s", request.method, request.path, status, extra=fields)
 
@@ -117,11 +131,12 @@ class AccessLogger(AbstractAccessLogger):
 
     @property
     def enabled(self) -> bool:
-        return self.logger.isEnabledFor(logging.INFO)
+        # Always: metrics are fed from here too; the line itself is skipped below INFO.
+        return True
 
 
 def make_observability_middleware(
-    trusted_proxies: Sequence[IPNetwork], request_id_header: str
+    trusted_proxies: Sequence[IPNetwork], request_id_header: str, metrics: Metrics | None = None
 ) -> Middleware:
     """The outermost middleware: request id and log fields in, a line for abandoned requests."""
     access_logger = logging.getLogger(ACCESS_LOGGER_NAME)
@@ -133,6 +148,8 @@ def make_observability_middleware(
             request.headers.get(request_id_header), peer_trusted=trusted
         )
         request[keys.ACCESS_LOG_FIELDS] = {}
+        if metrics is not None:
+            request[keys.REQUEST_METRICS] = metrics
         started = time.monotonic()
         try:
             return await handler(request)

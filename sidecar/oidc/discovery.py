@@ -56,6 +56,7 @@ class ProviderMetadata:
     jwks_uri: str | None = None
     end_session_endpoint: str | None = None
     revocation_endpoint: str | None = None
+    introspection_endpoint: str | None = None
     code_challenge_methods_supported: tuple[str, ...] = ()
     id_token_signing_alg_values_supported: tuple[str, ...] = ()
     authorization_response_iss_parameter_supported: bool = False
@@ -147,6 +148,7 @@ def build_metadata(config: ProviderConfig, doc: Mapping[str, Any] | None) -> Pro
         jwks_uri=jwks_uri,
         end_session_endpoint=pick("end_session_endpoint"),
         revocation_endpoint=_optional_str(doc, "revocation_endpoint"),
+        introspection_endpoint=_optional_str(doc, "introspection_endpoint"),
         code_challenge_methods_supported=_str_tuple(doc, "code_challenge_methods_supported"),
         id_token_signing_alg_values_supported=_str_tuple(
             doc, "id_token_signing_alg_values_supported"
@@ -202,8 +204,10 @@ class ProviderDirectory:
         *,
         clock: Callable[[], float],
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        on_fetch_error: Callable[[str], None] | None = None,
     ) -> None:
         self._config = config
+        self._on_fetch_error = on_fetch_error  # told "discovery" or "jwks" (metrics)
         self._http = client
         self._clock = clock
         self._sleep = sleep
@@ -268,6 +272,8 @@ class ProviderDirectory:
             try:
                 self._keys = await self._fetch_keys(jwks_uri)
             except (aiohttp.ClientError, TimeoutError, ProviderResponseError) as exc:
+                if self._on_fetch_error is not None:
+                    self._on_fetch_error("jwks")
                 log.warning(
                     "JWKS re-fetch failed: %s",
                     describe_http_failure(exc, self._config.http_timeout_seconds),
@@ -303,6 +309,8 @@ class ProviderDirectory:
         except (aiohttp.ClientError, TimeoutError, ProviderResponseError) as exc:
             detail = describe_http_failure(exc, self._config.http_timeout_seconds)
             mismatch = isinstance(exc, IssuerMismatchError)
+            if self._on_fetch_error is not None:
+                self._on_fetch_error("jwks" if step == "JWKS" else "discovery")
             self._problem = detail if mismatch else f"{step} failed: {detail}"
             return False
         return True
