@@ -384,3 +384,15 @@ async def test_sign_out_form_on_the_403_page_signs_out(
     assert not browser.has_session()
     again = await browser.request("GET", stack.url("/admin"))
     assert again.status == 302  # signed out: off to sign in (as someone else)
+
+
+async def test_403_page_escapes_what_the_provider_says_about_the_user(
+    make_policy_stack: PolicyStackFactory,
+) -> None:
+    hostile = {"sub": "eve", "email": '"><script>alert(1)</script>@example.org', "groups": []}
+    stack = await make_policy_stack(user=hostile)
+    browser = await signed_in(stack)
+    hop = await browser.request("GET", stack.url("/admin"))
+    assert hop.status == 403
+    assert "<script>" not in hop.text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;@example.org" in hop.text
