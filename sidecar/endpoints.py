@@ -81,3 +81,7 @@ X_AUTH_REQUEST_HEADERS = (
     "X-Auth-Request-Preferred-Username",
     "X-Auth-Request-Access-Token",
 )
+# Forward-auth 401: where to sign in (`<prefix>/start?rd=<original URL>`, escaped by sidecar).
+X_AUTH_REQUEST_SIGN_IN = "X-Auth-Request-Sign-In"
+# Forward-auth: each Set-Cookie again as `<this>-1`, `-2`, ... (nginx passes on only one).
+X_AUTH_REQUEST_SET_COOKIE = "X-Auth-Request-Set-Cookie"

@@ -99,11 +99,13 @@ async def resolve_session(request: web.Request, services: AuthServices) -> Resol
 _NAVIGATION_MODES = frozenset({"navigate", "nested-navigate"})
 
 
-def is_api_request(request: web.Request) -> bool:
+def is_api_request(request: web.Request, *, method: str | None = None) -> bool:
     """Clients that cannot follow a sign-in redirect: programs, every method but GET/HEAD, and
     a browser's own background fetches (`Sec-Fetch-Mode` other than navigate), which could only
-    pile up sign-in attempts without ever reaching the provider's page."""
-    if request.method not in ("GET", "HEAD") or wants_json(request.headers, request.method):
+    pile up sign-in attempts without ever reaching the provider's page. `method` replaces the
+    request's own (forward-auth asks about another request's method)."""
+    method = method or request.method
+    if method not in ("GET", "HEAD") or wants_json(request.headers, method):
         return True
     mode = request.headers.get("Sec-Fetch-Mode")
     return mode is not None and mode.lower() not in _NAVIGATION_MODES

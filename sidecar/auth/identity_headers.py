@@ -2,7 +2,9 @@
 
 `build_identity_headers` turns a signed-in user's `Identity` (and, when enabled, their access
 token) into the `(name, value)` pairs the proxy adds upstream after it has stripped every
-client-sent copy (`sidecar.proxy.headers`). `headers.claims` maps a header name to an identity
+client-sent copy (`sidecar.proxy.headers`); `build_auth_request_headers` gives the same identity
+as the fixed `X-Auth-Request-*` set that forward-auth answers (`sidecar.auth.forward_auth`).
+`headers.claims` maps a header name to an identity
 field (`user`, `sub`, `email`, `username`, `groups`, `email_verified`) or to a claim name; a dotted
 path reaches nested claims. Lists are comma-joined. A value carrying a control character (CR, LF,
 NUL, ...) is never sent: that header is skipped, so a hostile claim cannot split or forge headers.
@@ -15,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sidecar.config.model import HeadersConfig
-from sidecar.endpoints import X_FORWARDED_ACCESS_TOKEN
+from sidecar.endpoints import X_AUTH_REQUEST_HEADERS, X_FORWARDED_ACCESS_TOKEN
 from sidecar.session.model import Identity, Tokens
 
 _FIELDS = ("user", "sub", "email", "username", "groups", "email_verified")
@@ -75,6 +77,10 @@ def _has_control(text: str) -> bool:
     return any(ord(char) < 0x20 or ord(char) == 0x7F for char in text)
 
 
+def _header_safe_token(token: str) -> bool:
+    return not _has_control(token) and " " not in token
+
+
 def build_identity_headers(
     identity: Identity, tokens: Tokens | None, headers_config: HeadersConfig
 ) -> list[tuple[str, str]]:
@@ -85,9 +91,32 @@ def build_identity_headers(
         if text is not None:
             result.append((name, text))
     access_token = tokens.access_token if tokens is not None else None
-    if access_token and not _has_control(access_token) and " " not in access_token:
+    if access_token and _header_safe_token(access_token):
         if headers_config.access_token:
             result.append((X_FORWARDED_ACCESS_TOKEN, access_token))
         if headers_config.authorization:
             result.append(("Authorization", f"Bearer {access_token}"))
+    return result
+
+
+*_IDENTITY_NAMES, X_AUTH_REQUEST_ACCESS_TOKEN = X_AUTH_REQUEST_HEADERS
+_AUTH_REQUEST_FIELDS = tuple(
+    zip(_IDENTITY_NAMES, ("user", "email", "groups", "username"), strict=True)
+)
+
+
+def build_auth_request_headers(
+    identity: Identity, tokens: Tokens | None, headers_config: HeadersConfig
+) -> list[tuple[str, str]]:
+    """The `X-Auth-Request-User`, `-Email`, `-Groups`, `-Preferred-Username` headers (oauth2-proxy's
+    names) for a forward-auth answer, plus `-Access-Token` when `headers.access_token` is on.
+    Values are formatted and refused exactly as `build_identity_headers` does."""
+    result: list[tuple[str, str]] = []
+    for name, source in _AUTH_REQUEST_FIELDS:
+        text = format_header_value(getattr(identity, source))
+        if text is not None:
+            result.append((name, text))
+    access_token = tokens.access_token if tokens is not None else None
+    if headers_config.access_token and access_token and _header_safe_token(access_token):
+        result.append((X_AUTH_REQUEST_ACCESS_TOKEN, access_token))
     return result

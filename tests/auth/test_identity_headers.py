@@ -6,7 +6,11 @@ from typing import Any
 
 import pytest
 
-from sidecar.auth.identity_headers import build_identity_headers, format_header_value
+from sidecar.auth.identity_headers import (
+    build_auth_request_headers,
+    build_identity_headers,
+    format_header_value,
+)
 from sidecar.config.model import HeadersConfig
 from sidecar.session.model import Identity, Tokens
 
@@ -116,3 +120,22 @@ def test_build_identity_headers_never_sends_a_token_with_control_characters() ->
     config = HeadersConfig(claims={}, access_token=True, authorization=True)
     tokens = Tokens(access_token="at\r\nX-Admin: 1")
     assert build_identity_headers(ALICE, tokens, config) == []
+
+
+def test_build_auth_request_headers_are_oauth2_proxys_fixed_set() -> None:
+    assert build_auth_request_headers(ALICE, TOKENS, HeadersConfig()) == [
+        ("X-Auth-Request-User", "0f6c2a"),
+        ("X-Auth-Request-Email", "alice@example.com"),
+        ("X-Auth-Request-Groups", "admins,staff"),
+        ("X-Auth-Request-Preferred-Username", "alice"),
+    ]
+    with_token = build_auth_request_headers(ALICE, TOKENS, HeadersConfig(access_token=True))
+    assert with_token[-1] == ("X-Auth-Request-Access-Token", "at-123")
+
+
+def test_build_auth_request_headers_skip_missing_and_hostile_values() -> None:
+    hostile = Identity(sub="s", user="s", email="a@b.c\r\nX-Admin: 1", groups=(), claims={})
+    tokens = Tokens(access_token="bad token", refresh_token=None, id_token=None)
+    assert build_auth_request_headers(hostile, tokens, HeadersConfig(access_token=True)) == [
+        ("X-Auth-Request-User", "s")
+    ]
