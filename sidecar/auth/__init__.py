@@ -3,10 +3,10 @@
 `setup(app, config, clock)` is called once by `sidecar.app.create_app` when a provider is
 configured. It builds the session codec, cookie policy and store and the refresh coordinator
 (`AuthServices`), replaces the app's open gate with the real one, marks sidecar's cookies as its
-own (they never reach the backend), registers start/callback/sign_out/userinfo under
-`auth.prefix`, adds the provider readiness check, and a cleanup context that starts the provider
-directory (discovery and keys, retried in the background) and client with the app and closes them
-with it.
+own (they never reach the backend), registers start/callback/sign_out/userinfo and forward-auth
+(`auth`) under `auth.prefix`, adds the provider readiness check, and a cleanup context that starts
+the provider directory (discovery and keys, retried in the background) and client with the app
+and closes them with it.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import aiohttp
 from aiohttp import web
 
 from sidecar import keys
+from sidecar.auth.forward_auth import add_forward_auth_route
 from sidecar.auth.gate import make_gate
 from sidecar.auth.handlers import add_routes
 from sidecar.auth.services import AuthServices
@@ -103,3 +104,4 @@ def setup(app: web.Application, config: SidecarConfig, clock: Callable[[], float
     app[keys.READINESS].append(partial(_readiness, services))
     app.cleanup_ctx.append(_provider_context(services))
     add_routes(app, services)
+    add_forward_auth_route(app, services)

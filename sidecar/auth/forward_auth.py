@@ -1,0 +1,278 @@
+"""Forward-auth: `<prefix>/auth` answers an ingress that asks "may this request pass, and as whom?".
+
+nginx `auth_request`, Traefik `ForwardAuth` and Envoy `ext_authz` (HTTP) send sidecar a copy of
+each request's headers; sidecar answers `202 Accepted` with the identity in `X-Auth-Request-User`,
+`-Email`, `-Groups`, `-Preferred-Username` (and `-Access-Token` with `headers.access_token`),
+`401` when nobody is signed in, `403` when the route's policy denies the user. The session is
+loaded and refreshed exactly as the gate does (`sidecar.auth.gate.resolve_session`); a refreshed or
+cleared session comes back as `Set-Cookie` (and, for nginx, which passes on only one
+`Set-Cookie` of a subrequest, also numbered as `X-Auth-Request-Set-Cookie-1`, `-2`, ...).
+
+Which request is asked about: the original method, scheme, host and URI come from
+`X-Forwarded-Method` / `-Proto` / `-Host` / `-Uri` (Traefik) or `X-Original-Method` and
+`X-Original-URL` (nginx convention, a full URL or a path), and are believed only when the direct
+peer is in `server.trusted_proxies`. The route (`sidecar.routing`) and policy (`sidecar.policy`)
+are those of that original request. When the original request is not known (no trusted proxy
+named it), sidecar cannot tell which route applies: with no `routes` configured every path has
+the same rule (sign-in) and it is applied; otherwise the answer is `403` (reason
+`original-request-unknown`), never a guess such as `/` that a public rule could turn into a pass.
+A URI that is malformed or ambiguous (see `normalize_path`) is refused with 403 the same way, since
+nginx treats any status but 2xx, 401 and 403 from the subrequest as an internal error.
+
+The `401` carries `X-Auth-Request-Sign-In`: `<prefix>/start?rd=<original URL>`, URL-encoded by
+sidecar (nginx cannot escape), which the nginx example redirects to; its body is the "Sign in"
+page for browsers (Traefik shows it as is) or JSON for programs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from sidecar import keys
+from sidecar.auth.gate import WWW_AUTHENTICATE, forbidden, is_api_request, resolve_session
+from sidecar.auth.identity_headers import build_auth_request_headers
+from sidecar.auth.origin import build_origin
+from sidecar.auth.redirects import check_redirect
+from sidecar.auth.services import AuthServices
+from sidecar.auth.sign_in import NO_STORE
+from sidecar.endpoints import X_AUTH_REQUEST_SET_COOKIE, X_AUTH_REQUEST_SIGN_IN
+from sidecar.errors import ForbiddenError, NotAuthenticatedError
+from sidecar.pages import SIGN_IN_TEMPLATE, render_page
+from sidecar.policy import decide
+from sidecar.routing import Route, RouteTable, normalize_path
+from sidecar.session.model import Session
+
+_METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}")
+_ABSOLUTE_URL = re.compile(
+    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<authority>[^/?#]*)(?P<rest>.*)", re.DOTALL
+)
+_ORIGINAL_HEADERS = (
+    "X-Forwarded-Method",
+    "X-Forwarded-Uri",
+    "X-Original-Method",
+    "X-Original-URL",
+)
+
+
+@dataclass(frozen=True)
+class OriginalRequest:
+    """The request an ingress asks about: method, `scheme://host[:port]` and the raw URI."""
+
+    method: str
+    origin: str
+    uri: str
+
+    @property
+    def host(self) -> str:
+        return self.origin.partition("://")[2]
+
+    @property
+    def url(self) -> str:
+        return self.origin + self.uri
+
+
+class OriginalRequestError(ValueError):
+    """A trusted proxy named the original request in a form sidecar will not read."""
+
+
+def _first(value: str | None) -> str | None:
+    if value is None:
+        return None
+    first = value.split(",", 1)[0].strip()
+    return first or None
+
+
+def _check_uri(uri: str) -> str:
+    if not uri.startswith("/") or not all(" " < char < "\x7f" for char in uri):
+        raise OriginalRequestError("original URI must be a path of printable ASCII")
+    return uri
+
+
+def parse_original_request(
+    headers: Mapping[str, str], *, scheme: str, host: str
+) -> OriginalRequest | None:
+    """The original request named by a trusted proxy's headers, or None when they name none.
+
+    `headers` are looked up case-insensitively; `scheme` and `host` are the forward-auth request's
+    own, used when the proxy sends no `X-Forwarded-Proto` / `-Host` and no absolute
+    `X-Original-URL`. `X-Forwarded-Uri` wins over `X-Original-URL`, `X-Forwarded-Method` over
+    `X-Original-Method`; without a method header the original method is GET. Raises
+    `OriginalRequestError` for a malformed method, URI or host. Pure: no I/O.
+    """
+    forwarded_uri = headers.get("X-Forwarded-Uri")
+    original_url = headers.get("X-Original-URL")
+    if forwarded_uri is None and original_url is None:
+        return None
+    method = headers.get("X-Forwarded-Method") or headers.get("X-Original-Method") or "GET"
+    if not _METHOD.fullmatch(method):
+        raise OriginalRequestError("original method is not an HTTP method token")
+    scheme = _first(headers.get("X-Forwarded-Proto")) or scheme
+    host = _first(headers.get("X-Forwarded-Host")) or host
+    if forwarded_uri is not None:
+        uri = _check_uri(forwarded_uri)
+    else:
+        assert original_url is not None
+        absolute = _ABSOLUTE_URL.fullmatch(original_url)
+        if absolute is None:
+            uri = _check_uri(original_url)
+        else:
+            scheme, host = absolute.group("scheme"), absolute.group("authority")
+            rest = absolute.group("rest")
+            uri = _check_uri(rest if rest.startswith("/") else "/" + rest)
+    origin = build_origin(public_url=None, scheme=scheme, host=host)
+    if origin is None:
+        raise OriginalRequestError("original scheme or host is not usable")
+    return OriginalRequest(method.upper(), origin, uri)
+
+
+@dataclass(frozen=True)
+class RouteChoice:
+    """The route the original request matched, or None and why it could not be chosen."""
+
+    route: Route | None
+    reason: str = ""
+
+
+def choose_route(routes: RouteTable, original: OriginalRequest | None) -> RouteChoice:
+    """The route whose rule answers for `original` (None: not known from a trusted proxy).
+
+    Unknown: the default route when no routes are configured (every path has its rule), else
+    no route (`original-request-unknown`). An ambiguous path gives no route (`path-ambiguous`).
+    Pure: no I/O.
+    """
+    if original is None:
+        if routes.routes:
+            return RouteChoice(None, "original-request-unknown")
+        return RouteChoice(routes.default)
+    path = normalize_path(original.uri)
+    route = routes.match(original.method, original.host, path) if path is not None else None
+    if route is None:
+        return RouteChoice(None, "path-ambiguous")
+    return RouteChoice(route)
+
+
+def _log_fields(session: Session | None, decision: str, reasons: tuple[str, ...]) -> dict[str, str]:
+    fields = {"decision": decision, "reasons": ",".join(reasons)}
+    if session is not None:
+        identity = session.identity
+        fields.update(user=identity.user, sub=identity.sub)
+        if identity.email:
+            fields["email"] = identity.email
+    return fields
+
+
+def _cookie_headers(set_cookies: tuple[str, ...]) -> list[tuple[str, str]]:
+    """Each Set-Cookie twice: as itself, and numbered for proxies that pass on only one."""
+    numbered = [
+        (f"{X_AUTH_REQUEST_SET_COOKIE}-{index}", value)
+        for index, value in enumerate(set_cookies, start=1)
+    ]
+    return [*(("Set-Cookie", value) for value in set_cookies), *numbered]
+
+
+class ForwardAuth:
+    """The `<prefix>/auth` handler, bound to the app's `AuthServices` and compiled routes."""
+
+    def __init__(self, services: AuthServices, routes: RouteTable) -> None:
+        self.services = services
+        self.routes = routes
+
+    def original_request(self, request: web.Request) -> tuple[OriginalRequest | None, str]:
+        """The original request if a trusted proxy named it, and a reason when it did not."""
+        named = any(name in request.headers for name in _ORIGINAL_HEADERS)
+        if not self.services.header_plan.is_trusted(request.remote):
+            return None, "original-request-untrusted" if named else ""
+        try:
+            original = parse_original_request(
+                request.headers, scheme=request.scheme, host=request.host
+            )
+        except OriginalRequestError:
+            return None, "original-request-invalid"
+        return original, ""
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        fields = request[keys.ACCESS_LOG_FIELDS]
+        original, untrusted = self.original_request(request)
+        choice = choose_route(self.routes, original)
+        if untrusted == "original-request-invalid" or choice.route is None:
+            reasons = tuple(reason for reason in (untrusted, choice.reason) if reason)
+            fields.update(route="forward-auth", **_log_fields(None, "deny", reasons))
+            raise ForbiddenError(headers=[NO_STORE], reason=",".join(reasons))
+        route = choice.route
+        fields["route"] = route.name
+        ignored = (untrusted,) if untrusted else ()  # logged: a proxy missing from trusted_proxies
+        if route.access == "public":
+            public = decide(route, None, authenticated_via="session")
+            fields.update(_log_fields(None, public.outcome, (*ignored, *public.reasons)))
+            return web.Response(status=202, headers=[NO_STORE])
+        resolution = await resolve_session(request, self.services)
+        session = resolution.session
+        cookies = _cookie_headers(resolution.set_cookies)
+        if session is None:
+            reasons = (*ignored, *resolution.reasons, "user-unauthenticated")
+            fields.update(_log_fields(None, "unauthenticated", reasons))
+            return self.sign_in_required(request, original, cookies)
+        decision = decide(route, session.identity, authenticated_via="session")
+        reasons = (*ignored, *resolution.reasons, *decision.reasons)
+        if not decision.allowed:
+            fields.update(_log_fields(session, "forbidden", reasons))
+            raise forbidden(request, self.services, session, resolution.set_cookies)
+        fields.update(_log_fields(session, "allow", reasons))
+        identity = build_auth_request_headers(
+            session.identity, session.tokens, self.services.config.headers
+        )
+        return web.Response(status=202, headers=[*identity, *cookies, NO_STORE])
+
+    def sign_in_url(self, request: web.Request, original: OriginalRequest | None) -> str:
+        """`<prefix>/start?rd=<original URL>`; without a safe original URL, `rd=/`."""
+        services = self.services
+        target = None
+        if original is not None:
+            target = check_redirect(
+                original.url,
+                origin=services.origin(request),
+                allowed_domains=services.config.auth.allowed_redirect_domains,
+            )
+        return services.endpoints.start + "?" + urlencode({"rd": target or "/"})
+
+    def sign_in_required(
+        self,
+        request: web.Request,
+        original: OriginalRequest | None,
+        cookies: list[tuple[str, str]],
+    ) -> web.Response:
+        """The 401: JSON for programs, the "Sign in" page for browsers; both name the sign-in
+        URL in `X-Auth-Request-Sign-In` for proxies that redirect on 401 (nginx)."""
+        start_url = self.sign_in_url(request, original)
+        headers = [*cookies, NO_STORE, WWW_AUTHENTICATE, (X_AUTH_REQUEST_SIGN_IN, start_url)]
+        method = original.method if original is not None else request.method
+        if is_api_request(request, method=method):
+            error = NotAuthenticatedError()
+            body = {
+                "error": error.code,
+                "message": error.message,
+                "request_id": request.get(keys.REQUEST_ID, ""),
+            }
+            response = web.json_response(body, status=401)
+            response.headers.extend(headers)
+            return response
+        config = self.services.config.auth
+        page = render_page(
+            SIGN_IN_TEMPLATE,
+            templates_dir=config.templates_dir,
+            provider_name=config.provider_name,
+            start_url=start_url,
+        )
+        return web.Response(status=401, text=page, content_type="text/html", headers=headers)
+
+
+def add_forward_auth_route(app: web.Application, services: AuthServices) -> None:
+    """Register `<prefix>/auth` for every method (the original one may be passed on as is); the
+    routes are compiled once here."""
+    handler = ForwardAuth(services, RouteTable.from_config(services.config))
+    app.router.add_route("*", services.endpoints.auth, handler.handle)
