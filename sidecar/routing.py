@@ -9,8 +9,9 @@ collapsed (a trailing slash is kept). Refused as ambiguous, because backends dis
 an encoded slash or backslash (`%2f`, `%5c`), a raw backslash, a raw or encoded control character
 (NUL included), a space or `#`, raw non-ASCII bytes (browsers always percent-encode them), an
 invalid percent-escape, percent-escapes that are not valid UTF-8 (overlong forms of `.` and `/`
-included), and a `;` path parameter on a dot segment (`/public/..;/admin`, which Java servers
-read as `..`).
+included), a `;` path parameter on a dot segment (`/public/..;/admin`, which Java servers
+read as `..`), and a `..` after a duplicate slash (`/a//../b` is `/a/b` to servers that resolve
+dot segments first and `/b` to those that merge slashes first).
 
 `RouteTable.from_config(config)` compiles the ordered `routes` once; `match(method, host, path)`
 returns the first route that matches, or the default route (sign-in required) when none does.
@@ -63,14 +64,20 @@ def normalize_path(raw_path: str) -> str | None:
         return None
     segments = decoded.split("/")[1:]
     out: list[str] = []
+    after_empty = False
     for segment in segments:
         if not segment:
+            after_empty = True
             continue
         if ";" in segment and segment.partition(";")[0] in (".", ".."):
             return None
         if segment == ".":
             continue
         if segment == "..":
+            if after_empty:
+                # `/a//../b`: `..` removes the empty segment for servers that resolve first
+                # (RFC 3986) and `a` for those that merge slashes first (nginx, Tomcat).
+                return None
             if out:
                 out.pop()
             continue

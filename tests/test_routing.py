@@ -87,7 +87,8 @@ def problems(yaml_tail: str) -> list[str]:
         # duplicate slashes collapse
         ("//admin", "/admin"),
         ("///admin//x//", "/admin/x/"),
-        ("/public//../admin", "/admin"),
+        ("/a/../b//c", "/b/c"),
+        ("/a//b/./c", "/a/b/c"),
         # unreserved characters are decoded, everything else stays encoded (upper-case hex)
         ("/%61dmin", "/admin"),
         ("/%7Euser/%2D%5F", "/~user/-_"),
@@ -128,6 +129,11 @@ def test_normalize_path_resolves_to_what_the_backend_sees(raw: str, expected: st
         "/public/..;jsessionid=1/admin",
         "/public/%2e%2e;/admin",
         "/public/.%2e;x/admin",
+        # `..` after a duplicate slash: servers that merge slashes first disagree with RFC 3986
+        "/public//../admin",
+        "/admin//../public/x",
+        "/a//b/../c",
+        "//..",
         "/admin%00.html",
         "/admin\x00",
         "/admin%0a",
@@ -405,7 +411,6 @@ def test_path_parameters_that_change_the_route_are_refused(raw: str, expected: s
         "//admin",
         "/./admin",
         "/public/./../admin/",
-        "/public//..//admin",
         "/%61dmin",
     ],
 )
