@@ -1,23 +1,24 @@
 """Forward-auth: `<prefix>/auth` answers an ingress that asks "may this request pass, and as whom?".
 
-nginx `auth_request`, Traefik `ForwardAuth` and Envoy `ext_authz` (HTTP) send sidecar a copy of
-each request's headers; sidecar answers `202 Accepted` with the identity in `X-Auth-Request-User`,
-`-Email`, `-Groups`, `-Preferred-Username` (and `-Access-Token` with `headers.access_token`),
-`401` when nobody is signed in, `403` when the route's policy denies the user. The session is
-loaded and refreshed exactly as the gate does (`sidecar.auth.gate.resolve_session`); a refreshed or
-cleared session comes back as `Set-Cookie` (and, for nginx, which passes on only one
-`Set-Cookie` of a subrequest, also numbered as `X-Auth-Request-Set-Cookie-1`, `-2`, ...).
+nginx `auth_request` and Traefik `ForwardAuth` send sidecar a copy of each request's headers;
+sidecar answers `202 Accepted` with the identity in `X-Auth-Request-User`, `-Email`, `-Groups`,
+`-Preferred-Username` (and `-Access-Token` with `headers.access_token`), `401` when nobody is
+signed in, `403` when the route's policy denies the user. The session is loaded and refreshed
+exactly as the gate does (`sidecar.auth.gate.resolve_session`); a refreshed or cleared session
+comes back as `Set-Cookie` (and, since nginx passes on only one `Set-Cookie` of a subrequest, also
+numbered as `X-Auth-Request-Set-Cookie-1`, `-2`, ...).
 
-Which request is asked about: the original method, scheme, host and URI come from
-`X-Forwarded-Method` / `-Proto` / `-Host` / `-Uri` (Traefik) or `X-Original-Method` and
-`X-Original-URL` (nginx convention, a full URL or a path), and are believed only when the direct
-peer is in `server.trusted_proxies`. The route (`sidecar.routing`) and policy (`sidecar.policy`)
-are those of that original request. When the original request is not known (no trusted proxy
-named it), sidecar cannot tell which route applies: with no `routes` configured every path has
-the same rule (sign-in) and it is applied; otherwise the answer is `403` (reason
-`original-request-unknown`), never a guess such as `/` that a public rule could turn into a pass.
-A URI that is malformed or ambiguous (see `normalize_path`) is refused with 403 the same way, since
-nginx treats any status but 2xx, 401 and 403 from the subrequest as an internal error.
+Which request is asked about: its method, scheme, host and URI come from `X-Forwarded-Method` /
+`-Proto` / `-Host` / `-Uri` (Traefik) or `X-Original-Method` and `X-Original-URL` (nginx
+convention, a full URL or a path), believed only when the direct peer is in
+`server.trusted_proxies`; when both conventions are present they must agree (a client may have
+added the one its proxy does not set). The route (`sidecar.routing`) and policy (`sidecar.policy`)
+are those of that original request. When no trusted proxy named it, sidecar cannot tell which
+route applies: with no `routes` configured every path has the same rule (sign-in) and it is
+applied; otherwise the answer is `403` (reason `original-request-unknown`), never a guess such as
+`/` that a public rule could turn into a pass. A malformed, contradictory or ambiguous original
+request (see `normalize_path`) is refused with 403 too: nginx treats any status but 2xx, 401 and
+403 from the subrequest as an internal error.
 
 The `401` carries `X-Auth-Request-Sign-In`: `<prefix>/start?rd=<original URL>`, URL-encoded by
 sidecar (nginx cannot escape), which the nginx example redirects to; its body is the "Sign in"
@@ -93,41 +94,63 @@ def _check_uri(uri: str) -> str:
     return uri
 
 
+def _origin(scheme: str, host: str) -> str:
+    origin = build_origin(public_url=None, scheme=scheme, host=host)
+    if origin is None:
+        raise OriginalRequestError("original scheme or host is not usable")
+    return origin
+
+
+def _method(headers: Mapping[str, str]) -> str:
+    named = {
+        value.upper()
+        for value in (headers.get("X-Forwarded-Method"), headers.get("X-Original-Method"))
+        if value is not None
+    }
+    if len(named) > 1:
+        raise OriginalRequestError("X-Forwarded-Method and X-Original-Method disagree")
+    method = named.pop() if named else "GET"
+    if not _METHOD.fullmatch(method):
+        raise OriginalRequestError("original method is not an HTTP method token")
+    return method
+
+
 def parse_original_request(
     headers: Mapping[str, str], *, scheme: str, host: str
 ) -> OriginalRequest | None:
     """The original request named by a trusted proxy's headers, or None when they name none.
 
-    `headers` are looked up case-insensitively; `scheme` and `host` are the forward-auth request's
-    own, used when the proxy sends no `X-Forwarded-Proto` / `-Host` and no absolute
-    `X-Original-URL`. `X-Forwarded-Uri` wins over `X-Original-URL`, `X-Forwarded-Method` over
-    `X-Original-Method`; without a method header the original method is GET. Raises
-    `OriginalRequestError` for a malformed method, URI or host. Pure: no I/O.
+    `headers` are looked up case-insensitively. Traefik's reading: `X-Forwarded-Uri` with
+    `X-Forwarded-Proto` / `-Host` (else `scheme` and `host`, the forward-auth request's own).
+    nginx's: `X-Original-URL`, a full URL (its scheme and host are the original's) or a path (then
+    as Traefik's). The method is `X-Forwarded-Method` or `X-Original-Method`, else GET. When both
+    readings are present they must name the same request, and both method headers the same
+    method: a proxy sets one convention, so a disagreement means the client supplied the other,
+    and is refused rather than resolved. Raises `OriginalRequestError` for that and for a
+    malformed method, URI or host. Pure: no I/O.
     """
     forwarded_uri = headers.get("X-Forwarded-Uri")
     original_url = headers.get("X-Original-URL")
     if forwarded_uri is None and original_url is None:
         return None
-    method = headers.get("X-Forwarded-Method") or headers.get("X-Original-Method") or "GET"
-    if not _METHOD.fullmatch(method):
-        raise OriginalRequestError("original method is not an HTTP method token")
+    method = _method(headers)
     scheme = _first(headers.get("X-Forwarded-Proto")) or scheme
     host = _first(headers.get("X-Forwarded-Host")) or host
+    readings: set[tuple[str, str]] = set()
     if forwarded_uri is not None:
-        uri = _check_uri(forwarded_uri)
-    else:
-        assert original_url is not None
+        readings.add((_origin(scheme, host), _check_uri(forwarded_uri)))
+    if original_url is not None:
         absolute = _ABSOLUTE_URL.fullmatch(original_url)
         if absolute is None:
-            uri = _check_uri(original_url)
+            readings.add((_origin(scheme, host), _check_uri(original_url)))
         else:
-            scheme, host = absolute.group("scheme"), absolute.group("authority")
             rest = absolute.group("rest")
-            uri = _check_uri(rest if rest.startswith("/") else "/" + rest)
-    origin = build_origin(public_url=None, scheme=scheme, host=host)
-    if origin is None:
-        raise OriginalRequestError("original scheme or host is not usable")
-    return OriginalRequest(method.upper(), origin, uri)
+            origin = _origin(absolute.group("scheme"), absolute.group("authority"))
+            readings.add((origin, _check_uri(rest if rest.startswith("/") else "/" + rest)))
+    if len(readings) > 1:
+        raise OriginalRequestError("X-Forwarded-Uri and X-Original-URL disagree")
+    origin, uri = readings.pop()
+    return OriginalRequest(method, origin, uri)
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,10 @@ def parse(headers: Mapping[str, str]) -> OriginalRequest | None:
             {"X-Original-URL": "https://app.example.com:8443/a?b=c", "X-Original-Method": "GET"},
             OriginalRequest("GET", "https://app.example.com:8443", "/a?b=c"),
         ),
+        (  # a full URL's host wins over X-Forwarded-Host (nginx names the URL it routed)
+            {"X-Original-URL": "http://app.example.com/admin", "X-Forwarded-Host": "a.example"},
+            OriginalRequest("GET", "http://app.example.com", "/admin"),
+        ),
         (  # a path only: the request's own scheme and host
             {"x-original-url": "/docs"},
             OriginalRequest("GET", "http://auth.internal:4180", "/docs"),
@@ -80,14 +84,15 @@ def parse(headers: Mapping[str, str]) -> OriginalRequest | None:
             {"X-Original-URL": "http://app.example.com?x=1"},
             OriginalRequest("GET", "http://app.example.com", "/?x=1"),
         ),
-        (  # X-Forwarded-Uri wins over X-Original-URL, X-Forwarded-Method over X-Original-Method
+        (  # both conventions at once: fine while they agree
             {
                 "X-Forwarded-Uri": "/admin",
-                "X-Original-URL": "http://app.example.com/static",
+                "X-Forwarded-Host": "app.example.com",
+                "X-Original-URL": "http://app.example.com/admin",
                 "X-Forwarded-Method": "delete",
-                "X-Original-Method": "GET",
+                "X-Original-Method": "DELETE",
             },
-            OriginalRequest("DELETE", "http://auth.internal:4180", "/admin"),
+            OriginalRequest("DELETE", "http://app.example.com", "/admin"),
         ),
         (  # the first of a chain of forwarded hosts and schemes (the client-most)
             {"X-Forwarded-Uri": "/", "X-Forwarded-Host": "a.example, b.example"},
@@ -117,6 +122,11 @@ def test_parse_original_request_reads_traefik_and_nginx_headers(
         {"X-Original-URL": "https://user:pw@app.example.com/"},
         {"X-Original-URL": "ftp://app.example.com/"},
         {"X-Original-URL": "http:///path"},
+        # A client adding the other convention's header behind a proxy that sets one.
+        {"X-Original-URL": "http://app.example.com/admin", "X-Forwarded-Uri": "/static/x"},
+        {"X-Original-URL": "https://app.example.com/", "X-Forwarded-Uri": "/"},
+        {"X-Forwarded-Uri": "/admin", "X-Original-URL": "/static"},
+        {"X-Forwarded-Uri": "/", "X-Forwarded-Method": "POST", "X-Original-Method": "GET"},
     ],
 )
 def test_parse_original_request_refuses_malformed_names(headers: dict[str, str]) -> None:
