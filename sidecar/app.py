@@ -73,6 +73,7 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
         identity_headers=result.identity_headers,
         cookie_names_to_drop=app[keys.IS_OWN_COOKIE],
         upstream_host=forwarder.upstream_host(upstream),
+        drop=result.drop_request_headers,
     )
     return await forwarder.forward(request, headers, extra_response_headers=result.response_headers)
 
@@ -146,8 +147,8 @@ def create_health_app(config: SidecarConfig, main_app: web.Application) -> web.A
     return app
 
 
-def serve(config: SidecarConfig) -> int:
+def serve(config: SidecarConfig, config_path: str | None = None) -> int:
     """Run sidecar until SIGTERM/SIGINT; see `sidecar.server.serve`."""
     from sidecar.server import serve as _serve
 
-    return _serve(config)
+    return _serve(config, config_path)

@@ -61,7 +61,7 @@ def _run(args: argparse.Namespace) -> int:
     config = _load(args)
     from sidecar.app import serve  # the server stack is only needed to serve
 
-    return serve(config)
+    return serve(config, args.config)
 
 
 def _check_config(args: argparse.Namespace) -> int:

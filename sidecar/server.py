@@ -6,12 +6,14 @@ SIGTERM or SIGINT. Then it stops accepting connections at once, lets requests in
 for up to `server.shutdown_grace_seconds`, closes the upstream pool and returns 0 — a Kubernetes
 rolling update loses no request. uvloop is used when it is installed. With `server.workers` > 1
 the process forks that many workers sharing the port (SO_REUSEPORT), forwards SIGTERM/SIGINT to
-them and exits 0 when all of them drained cleanly.
+them and exits 0 when all of them drained cleanly. With the config file's path, SIGHUP and changes
+of the file reload the configuration live (`sidecar.reload`; each worker reloads its own copy).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -22,10 +24,11 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from sidecar import __version__
-from sidecar.app import create_app, create_health_app
+from sidecar import __version__, keys
+from sidecar.app import build_handler_args, create_health_app
 from sidecar.config.model import SidecarConfig, parse_listen
 from sidecar.observability.logging import configure_logging
+from sidecar.reload import ReloadingRunner, ReloadingServer
 
 logger = logging.getLogger("sidecar.server")
 
@@ -46,7 +49,7 @@ def describe_upstream(url: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
-async def _start(runner: web.AppRunner, listen: str, *, reuse_port: bool) -> web.TCPSite:
+async def _start(runner: web.BaseRunner, listen: str, *, reuse_port: bool) -> web.TCPSite:
     host, port = parse_listen(listen)
     await runner.setup()
     site = web.TCPSite(
@@ -61,19 +64,30 @@ async def run_until_signalled(
     *,
     started: Callable[[list[str]], None] | None = None,
     worker: int | None = None,
+    config_path: str | None = None,
 ) -> None:
-    """Serve `config` until SIGTERM/SIGINT, then drain. `started` gets the bound addresses."""
+    """Serve `config` until SIGTERM/SIGINT, then drain. `started` gets the bound addresses.
+    With `config_path`, SIGHUP and changes of that file reload it live (see `sidecar.reload`)."""
     grace = config.server.shutdown_grace_seconds
-    app = create_app(config)
-    runners = [web.AppRunner(app, handle_signals=False, shutdown_timeout=grace)]
-    if config.server.internal_listen:
-        runners.append(
-            web.AppRunner(create_health_app(config, app), handle_signals=False, shutdown_timeout=1)
+    reloading = ReloadingServer(config, path=config_path)
+    runners: list[web.BaseRunner] = [
+        ReloadingRunner(
+            reloading,
+            handler_args=build_handler_args(config),
+            handle_signals=False,
+            shutdown_timeout=grace,
         )
+    ]
+    if config.server.internal_listen:
+        health_app = create_health_app(config, reloading.app)
+        reloading.mirror_readiness(health_app[keys.READINESS])
+        runners.append(web.AppRunner(health_app, handle_signals=False, shutdown_timeout=1))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reloading.request_reload)
+    watcher = loop.create_task(reloading.watch())
     try:
         shared = worker is not None
         await _start(runners[0], config.server.listen, reuse_port=shared)
@@ -100,7 +114,10 @@ async def run_until_signalled(
             "shutting down: no new connections; in-flight requests get %ss to finish", grace
         )
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(signum)
         # Stops listening first, then waits for in-flight requests up to the grace period,
         # then runs the cleanup contexts (closing the upstream pool).
@@ -115,21 +132,23 @@ def run_coroutine(main: Coroutine[Any, Any, None]) -> None:
 
 
 _STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
-_SUPERVISOR_SIGNALS = _STOP_SIGNALS | {signal.SIGCHLD}
+_SUPERVISOR_SIGNALS = _STOP_SIGNALS | {signal.SIGCHLD, signal.SIGHUP}
 
 
-def _worker_main(config: SidecarConfig, worker: int) -> None:
+def _worker_main(config: SidecarConfig, worker: int, config_path: str | None) -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _SUPERVISOR_SIGNALS)
-    run_coroutine(run_until_signalled(config, worker=worker))
+    run_coroutine(run_until_signalled(config, worker=worker, config_path=config_path))
 
 
-def _supervise(config: SidecarConfig) -> int:
+def _supervise(config: SidecarConfig, config_path: str | None = None) -> int:
     """Fork `server.workers` workers on one port, pass stop signals on, wait for their drain."""
     context = multiprocessing.get_context("fork")
     # Blocked before forking so no signal can slip in between; each worker unblocks its own.
     signal.pthread_sigmask(signal.SIG_BLOCK, _SUPERVISOR_SIGNALS)
     workers = [
-        context.Process(target=_worker_main, args=(config, n), name=f"sidecar-worker-{n}")
+        context.Process(
+            target=_worker_main, args=(config, n, config_path), name=f"sidecar-worker-{n}"
+        )
         for n in range(config.server.workers)
     ]
     for process in workers:
@@ -141,6 +160,11 @@ def _supervise(config: SidecarConfig) -> int:
             received = signal.sigwait(_SUPERVISOR_SIGNALS)
             if received in _STOP_SIGNALS:
                 break
+            if received == signal.SIGHUP:  # each worker reloads its own copy
+                for process in workers:
+                    if process.is_alive() and process.pid is not None:
+                        os.kill(process.pid, signal.SIGHUP)
+                continue
             died = [p for p in workers if not p.is_alive()]
             if died:
                 logger.error(
@@ -166,10 +190,11 @@ def _supervise(config: SidecarConfig) -> int:
     return 0
 
 
-def serve(config: SidecarConfig) -> int:
-    """Run sidecar with `config` until signalled; the process exit code (0 after a clean drain)."""
+def serve(config: SidecarConfig, config_path: str | None = None) -> int:
+    """Run sidecar with `config` until signalled; the process exit code (0 after a clean drain).
+    `config_path`, the file `config` came from, is watched and reloaded live."""
     configure_logging(config.logging)
     if config.server.workers > 1:
-        return _supervise(config)
-    run_coroutine(run_until_signalled(config))
+        return _supervise(config, config_path)
+    run_coroutine(run_until_signalled(config, config_path=config_path))
     return 0

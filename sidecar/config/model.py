@@ -116,6 +116,14 @@ class ServerConfig(Model):
             "anyone who reaches sidecar). Off: metrics only on internal_listen at /metrics."
         ),
     )
+    watch_config: bool = Field(
+        True,
+        description=(
+            "Poll the config file every 2 s and reload it live when it changes (a Kubernetes "
+            "ConfigMap update included). SIGHUP always reloads. An invalid file is refused and "
+            "the running configuration kept."
+        ),
+    )
     request_id_header: str = Field(
         "X-Request-Id",
         description="Header carrying the request id; generated, or taken from trusted proxies.",
