@@ -63,3 +63,4 @@ class Counters:
     userinfo: int = 0
     end_session: int = 0
     introspect: int = 0
+    api_calls: int = 0  # a shape's API answers (GitHub REST API, Microsoft Graph)

@@ -33,6 +33,7 @@ from sidecar.dev.provider_token_endpoints import (
     TokenEndpoints,
 )
 from sidecar.dev.provider_tokens import WRONG_ISSUER, build_user, read_own_token
+from sidecar.dev.shapes import ProviderShape, unverified_claims
 
 log = logging.getLogger("sidecar.dev.provider")
 
@@ -67,6 +68,7 @@ class DevProvider:
         require_pkce: bool = True,
         auto_login: Mapping[str, Any] | None = None,
         token_urlsafe: Callable[[int], str] = secrets.token_urlsafe,
+        shape: ProviderShape | None = None,
     ) -> None:
         self._issuer: str | None = None
         if issuer:
@@ -79,6 +81,10 @@ class DevProvider:
         self.issue_refresh_tokens = issue_refresh_tokens
         self.require_pkce = require_pkce
         self.auto_login: dict[str, Any] | None = dict(auto_login) if auto_login else None
+        # A real provider's documented shape to replay (sidecar.dev.shapes); None: our own.
+        self.shape = shape
+        if shape is not None:
+            self.rotate_refresh_tokens = shape.rotate_refresh_tokens
         self.faults = Faults()
         self.counters = Counters()
         self.keys = SigningKeys()
@@ -126,7 +132,36 @@ class DevProvider:
         app.router.add_route("GET", END_SESSION_PATH, self._end_session)
         app.router.add_route("POST", END_SESSION_PATH, self._end_session)
         app.router.add_post(INTROSPECT_PATH, self._tokens.introspect)
+        if self.shape is not None:
+            self._add_shape_routes(app, self.shape)
         return app
+
+    def _add_shape_routes(self, app: web.Application, shape: ProviderShape) -> None:
+        """Serve the shape's endpoint paths (and API answers) with the same handlers."""
+        handlers: dict[str, tuple[Callable[[web.Request], Any], tuple[str, ...]]] = {
+            "discovery": (self._discovery, ("GET",)),
+            "jwks_uri": (self._jwks, ("GET",)),
+            "authorization_endpoint": (self._authorize, ("GET", "POST")),
+            "token_endpoint": (self._tokens.token, ("POST",)),
+            "userinfo_endpoint": (self._tokens.userinfo, ("GET", "POST")),
+            "end_session_endpoint": (self._end_session, ("GET", "POST")),
+            "introspection_endpoint": (self._tokens.introspect, ("POST",)),
+        }
+        taken = {
+            DISCOVERY_PATH: "discovery",
+            JWKS_PATH: "jwks_uri",
+            AUTHORIZE_PATH: "authorization_endpoint",
+            TOKEN_PATH: "token_endpoint",
+            USERINFO_PATH: "userinfo_endpoint",
+            END_SESSION_PATH: "end_session_endpoint",
+            INTROSPECT_PATH: "introspection_endpoint",
+        }
+        for path, role in shape.new_routes(taken):
+            handler, methods = handlers[role]
+            for method in methods:
+                app.router.add_route(method, path, handler)
+        for method, path, body in shape.api_routes():
+            app.router.add_route(method, path, self._tokens.api_answer(body))
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Listen on host:port (0 = any free port); fix the issuer if unset; return the issuer."""
@@ -168,7 +203,11 @@ class DevProvider:
         query = dict(values)
         if state is not None:
             query["state"] = state
-        query["iss"] = WRONG_ISSUER if self.faults.callback_wrong_issuer else self.issuer
+        issuer: str | None = self.issuer
+        if self.shape is not None:  # RFC 9207 iss only where the shape's document says so
+            issuer = self.shape.configured_issuer(self.issuer) if self.shape.iss_parameter else None
+        if issuer is not None:
+            query["iss"] = WRONG_ISSUER if self.faults.callback_wrong_issuer else issuer
         separator = "&" if "?" in redirect_uri else "?"
         return _redirect(redirect_uri + separator + urlencode(query))
 
@@ -176,6 +215,11 @@ class DevProvider:
 
     async def _discovery(self, request: web.Request) -> web.Response:
         self.counters.discovery += 1
+        if self.shape is not None and self.shape.discovery is not None:
+            document = self.shape.build_discovery(self.issuer)
+            if self.faults.discovery_wrong_issuer:
+                document["issuer"] = WRONG_ISSUER
+            return web.json_response(document)
         issuer = WRONG_ISSUER if self.faults.discovery_wrong_issuer else self.issuer
         return web.json_response(
             {
@@ -224,7 +268,7 @@ class DevProvider:
         challenge = params.get("code_challenge")
         if params.get("response_type") != "code":
             return self._redirect_back(redirect_uri, state, error="unsupported_response_type")
-        if "openid" not in scopes:
+        if "openid" not in scopes and (self.shape is None or self.shape.openid):
             error = "invalid_scope"
             return self._redirect_back(
                 redirect_uri, state, error=error, error_description="no openid"
@@ -259,7 +303,7 @@ class DevProvider:
                 default_name=params.get("login_hint", ""),
             )
             return web.Response(text=form, content_type="text/html", headers=NO_STORE)
-        grant = Grant(client.client_id, session, scopes, params.get("nonce"))
+        grant = Grant(client.client_id, session, scopes, params.get("nonce"), params=params)
         code = self.grants.issue_code(
             grant, redirect_uri=redirect_uri, code_challenge=challenge, now=self.clock()
         )
@@ -294,7 +338,9 @@ class DevProvider:
         if existing is not None and "login" not in params.get("prompt", "").split() and not too_old:
             return existing
         if self.auto_login is not None:
-            return self._signed_in(build_user(self.auto_login), now)
+            # A shape's user is exactly the recorded claims, without the dev provider's defaults.
+            user = dict(self.auto_login) if self.shape is not None else build_user(self.auto_login)
+            return self._signed_in(user, now)
         return None
 
     def _signed_in(self, user: dict[str, Any], now: float) -> BrowserSession:
@@ -311,8 +357,11 @@ class DevProvider:
         hint_claims = None
         if hint:
             now = self.clock()
+            issuer = self.issuer
+            if self.shape is not None:  # the hint carries the shape's issuer, maybe per tenant
+                issuer = self.shape.token_issuer(self.issuer, unverified_claims(hint))
             hint_claims = read_own_token(
-                hint, self.keys, issuer=self.issuer, now=now, check_expiry=False
+                hint, self.keys, issuer=issuer, now=now, check_expiry=False
             )
             if hint_claims is None:
                 return _page(400, "Bad id_token_hint", "The id_token_hint was not issued here.")

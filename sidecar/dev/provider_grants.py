@@ -9,8 +9,8 @@ tokens. Time is passed in; randomness is injectable. Pure: no aiohttp.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 CODE_TTL_SECONDS = 60
@@ -33,6 +33,7 @@ class Grant:
     session: BrowserSession
     scopes: frozenset[str]
     nonce: str | None
+    params: Mapping[str, str] = field(default_factory=dict)  # the authorization request's
 
 
 @dataclass(frozen=True)

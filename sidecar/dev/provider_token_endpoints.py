@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import hmac
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from sidecar.dev.provider_clients import ClientAuthError, DevClient, authenticate_client
-from sidecar.dev.provider_grants import Grant
+from sidecar.dev.provider_grants import BrowserSession, Grant
 from sidecar.dev.provider_tokens import (
     build_access_token_claims,
     build_id_token_claims,
@@ -115,7 +115,7 @@ class TokenEndpoints:
             narrowed = frozenset(requested.split())
             if not narrowed <= grant.scopes:
                 return _oauth_error(400, "invalid_scope", "scope exceeds the original grant")
-            grant = Grant(grant.client_id, grant.session, narrowed, grant.nonce)
+            grant = Grant(grant.client_id, grant.session, narrowed, grant.nonce, grant.params)
         self._p.counters.refreshes += 1
         return self._token_response(grant, issue_refresh=self._p.rotate_refresh_tokens)
 
@@ -133,6 +133,12 @@ class TokenEndpoints:
             now=now,
             ttl_seconds=self._p.access_token_ttl,
         )
+        shape = self._p.shape
+        if shape is not None:
+            audience = shape.access_token_audience(grant.params, self._p.issuer)
+            if audience is not None:
+                access_claims["aud"] = audience
+            issue_refresh = issue_refresh and shape.issues_refresh_token(grant.scopes, grant.params)
         id_claims = build_id_token_claims(
             user=session.user,
             scopes=grant.scopes,
@@ -145,6 +151,10 @@ class TokenEndpoints:
             ttl_seconds=self._p.id_token_ttl,
             faults=self._p.faults,
         )
+        if shape is not None:
+            id_claims = shape.build_id_token_claims(
+                id_claims, session.user, grant.scopes, self._p.issuer
+            )
         body: dict[str, Any] = {
             "access_token": sign_token(access_claims, self._p.keys),
             "token_type": "Bearer",
@@ -154,20 +164,47 @@ class TokenEndpoints:
         }
         if issue_refresh:
             body["refresh_token"] = self._p.grants.issue_refresh_token(grant)
+        if shape is not None:
+            body = shape.build_token_response(body)
         return web.json_response(body, headers=NO_STORE)
 
-    async def userinfo(self, request: web.Request) -> web.Response:
-        self._p.counters.userinfo += 1
+    def _bearer(self, request: web.Request) -> tuple[dict[str, Any], BrowserSession] | None:
+        """The access token's claims and provider session, if the token is valid."""
         authorization = request.headers.get("Authorization", "")
         token = authorization[7:].strip() if authorization[:7].lower() == "bearer " else ""
+        if self._p.shape is not None:
+            token = self._p.shape.unwrap_access_token(token)
         claims = read_own_token(token, self._p.keys, issuer=self._p.issuer, now=self._p.clock())
         session = self._p.grants.session(claims.get("sid")) if claims else None
         if claims is None or session is None:
+            return None
+        return claims, session
+
+    def api_answer(self, body: Any) -> Callable[[web.Request], Awaitable[web.Response]]:
+        """A handler answering `body` to a valid access token (a shape's GitHub / Graph API)."""
+
+        async def answer(request: web.Request) -> web.Response:
+            self._p.counters.api_calls += 1
+            if self._bearer(request) is None:
+                return web.json_response({"message": "Bad credentials"}, status=401)
+            return web.json_response(body)
+
+        return answer
+
+    async def userinfo(self, request: web.Request) -> web.Response:
+        self._p.counters.userinfo += 1
+        found = self._bearer(request)
+        if found is None:
             challenge = 'Bearer error="invalid_token"'
             return web.json_response(
                 {"error": "invalid_token"}, status=401, headers={"WWW-Authenticate": challenge}
             )
-        body = release_user_claims(session.user, frozenset(str(claims["scope"]).split()))
+        claims, session = found
+        scopes = frozenset(str(claims["scope"]).split())
+        if self._p.shape is not None:
+            body = self._p.shape.build_userinfo(session.user, scopes)
+        else:
+            body = release_user_claims(session.user, scopes)
         if self._p.faults.userinfo_sub_mismatch:
             body["sub"] = f"{body['sub']}-someone-else"
         return web.json_response(body, headers=NO_STORE)
