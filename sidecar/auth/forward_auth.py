@@ -20,9 +20,10 @@ applied; otherwise the answer is `403` (reason `original-request-unknown`), neve
 request (see `normalize_path`) is refused with 403 too: nginx treats any status but 2xx, 401 and
 403 from the subrequest as an internal error.
 
-The `401` carries `X-Auth-Request-Sign-In`: `<prefix>/start?rd=<original URL>`, URL-encoded by
-sidecar (nginx cannot escape), which the nginx example redirects to; its body is the "Sign in"
-page for browsers (Traefik shows it as is) or JSON for programs.
+A browser's `401` carries `X-Auth-Request-Sign-In`: `<prefix>/start?rd=<original URL>`,
+URL-encoded by sidecar (nginx cannot escape), which the nginx example redirects to, and the "Sign
+in" page as its body (Traefik shows it as is). Programs (`gate.is_api_request`, judged with the
+original method) get JSON and no sign-in URL, so the nginx example answers them 401.
 """
 
 from __future__ import annotations
@@ -269,10 +270,10 @@ class ForwardAuth:
         original: OriginalRequest | None,
         cookies: list[tuple[str, str]],
     ) -> web.Response:
-        """The 401: JSON for programs, the "Sign in" page for browsers; both name the sign-in
-        URL in `X-Auth-Request-Sign-In` for proxies that redirect on 401 (nginx)."""
-        start_url = self.sign_in_url(request, original)
-        headers = [*cookies, NO_STORE, WWW_AUTHENTICATE, (X_AUTH_REQUEST_SIGN_IN, start_url)]
+        """The 401: JSON for programs; for browsers the "Sign in" page, and the sign-in URL in
+        `X-Auth-Request-Sign-In` for proxies that redirect on 401 (nginx). Programs get no
+        sign-in URL: a redirect to a login page is no answer for them."""
+        headers = [*cookies, NO_STORE, WWW_AUTHENTICATE]
         method = original.method if original is not None else request.method
         if is_api_request(request, method=method):
             error = NotAuthenticatedError()
@@ -284,6 +285,8 @@ class ForwardAuth:
             response = web.json_response(body, status=401)
             response.headers.extend(headers)
             return response
+        start_url = self.sign_in_url(request, original)
+        headers.append((X_AUTH_REQUEST_SIGN_IN, start_url))
         config = self.services.config.auth
         page = render_page(
             SIGN_IN_TEMPLATE,

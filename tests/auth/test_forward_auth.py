@@ -354,6 +354,7 @@ async def test_unauthenticated_api_client_gets_401_json(make_fa_stack: FAStackFa
     assert hop.status == 401
     assert hop.json()["error"] == "unauthenticated"
     assert hop.headers["WWW-Authenticate"].startswith("Bearer")
+    assert "X-Auth-Request-Sign-In" not in hop.headers  # no login page for a program
     post = await ask(stack, None, traefik("/api/items", method="POST"), accept="*/*")
     assert post.status == 401
     assert post.headers["Content-Type"].startswith("application/json")
