@@ -1,0 +1,321 @@
+"""Real nginx with `auth_request` in front of the echo backend, sidecar as its auth service.
+
+nginx runs `deploy/nginx/nginx.conf` itself, with only its three addresses replaced (and its
+files kept in the test's directory), so the shipped example is what is proven: a browser is sent
+to sign in and lands on the URL it asked for, the backend sees sidecar's identity and never a
+client's forgery, policies deny, programs get 401, a refreshed session reaches the browser, and
+clients cannot ask `/oauth2/auth` themselves. Sidecar (in-process) and the development provider
+share one fake clock.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urljoin, urlsplit
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+from support.echo import make_echo_app
+
+from sidecar.app import create_app
+from sidecar.config.model import SidecarConfig
+from sidecar.dev.provider import DevProvider
+from sidecar.dev.provider_clients import DevClient
+
+from .conftest import RunningNginx, StartNginx, free_port, private_paths
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "nginx.conf"
+CLIENT_ID = "nginx-forward-auth"
+CLIENT_SECRET = "client-secret-for-nginx-tests"
+SESSION_SECRET = "a-session-secret-of-at-least-32-characters"
+ALICE = {
+    "sub": "alice",
+    "email": "alice@example.org",
+    "preferred_username": "alice",
+    "groups": ["admins", "staff"],
+}
+BOB = {"sub": "bob", "email": "bob@example.org", "preferred_username": "bob", "groups": ["staff"]}
+SESSION_COOKIE = "_sidecar"
+
+ServerFactory = Callable[..., Awaitable[TestServer]]
+
+
+def render_example(*, listen: int, sidecar: int, app: int, directory: Path) -> str:
+    """The example with its addresses replaced and its files kept in `directory`."""
+    text = EXAMPLE.read_text()
+    replacements = {
+        "listen 8080;": f"listen 127.0.0.1:{listen};",
+        "server 127.0.0.1:4180;": f"server 127.0.0.1:{sidecar};",
+        "server 127.0.0.1:8000;": f"server 127.0.0.1:{app};",
+        "http {\n": "http {\n    " + private_paths(directory) + "\n",
+    }
+    for old, new in replacements.items():
+        assert text.count(old) == 1, f"the example no longer has exactly one {old!r}"
+        text = text.replace(old, new)
+    return text
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = float(int(time.time()))
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class Answer:
+    url: str
+    status: int
+    headers: Mapping[str, str]
+    set_cookies: list[str]
+    text: str
+
+    @property
+    def location(self) -> str:
+        return self.headers.get("Location", "")
+
+    def json(self) -> Any:
+        return json.loads(self.text)
+
+    def seen(self, name: str) -> list[str]:
+        """The values of header `name` the echo backend received (exact spelling, any case)."""
+        return [value for key, value in self.json()["headers"] if key.lower() == name.lower()]
+
+
+@dataclass
+class Browser:
+    http: aiohttp.ClientSession
+    hops: list[Answer] = field(default_factory=list)
+
+    async def get(self, url: str, headers: Mapping[str, str] | None = None) -> Answer:
+        sent = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8", **(headers or {})}
+        async with self.http.get(url, headers=sent, allow_redirects=False) as response:
+            text = await response.text()
+            answer = Answer(
+                url,
+                response.status,
+                response.headers,
+                response.headers.getall("Set-Cookie", []),
+                text,
+            )
+        self.hops.append(answer)
+        return answer
+
+    async def follow(self, url: str, headers: Mapping[str, str] | None = None) -> list[Answer]:
+        hops = [await self.get(url, headers)]
+        while hops[-1].status in (301, 302, 303, 307, 308) and len(hops) < 10:
+            hops.append(await self.get(urljoin(hops[-1].url, hops[-1].location)))
+        return hops
+
+    def session_cookie(self) -> str | None:
+        for cookie in self.http.cookie_jar:
+            if cookie.key == SESSION_COOKIE:
+                return cookie.value
+        return None
+
+
+@dataclass
+class Stack:
+    nginx: RunningNginx
+    provider: DevProvider
+    clock: FakeClock
+    browsers: list[Browser] = field(default_factory=list)
+
+    def url(self, path: str) -> str:
+        return self.nginx.url(path)
+
+    async def browser(self) -> Browser:
+        browser = Browser(aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)))
+        self.browsers.append(browser)
+        return browser
+
+    async def signed_in(self, user: Mapping[str, Any] = ALICE) -> Browser:
+        self.provider.auto_login = dict(user)
+        browser = await self.browser()
+        hops = await browser.follow(self.url("/"))
+        assert hops[-1].status == 200, [(hop.status, hop.url) for hop in hops]
+        assert browser.session_cookie() is not None
+        return browser
+
+
+StackFactory = Callable[..., Awaitable[Stack]]
+
+
+@pytest.fixture
+async def make_stack(
+    nginx: StartNginx, aiohttp_server: ServerFactory, tmp_path: Path
+) -> AsyncIterator[StackFactory]:
+    stacks: list[Stack] = []
+
+    async def make(**provider_options: Any) -> Stack:
+        clock = FakeClock()
+        provider = DevProvider(clock=clock, auto_login=ALICE, **provider_options)
+        issuer = await provider.start()
+        echo = await aiohttp_server(make_echo_app())
+        listen = free_port()
+        config = SidecarConfig.model_validate(
+            {
+                "version": 1,
+                "upstream": str(echo.make_url("")).rstrip("/"),  # unused: nginx proxies the app
+                "provider": {
+                    "issuer": issuer,
+                    "client_id": CLIENT_ID,
+                    "client_secret": CLIENT_SECRET,
+                    "scopes": ["openid", "email", "profile", "groups"],
+                },
+                "session": {"secret": SESSION_SECRET, "refresh_margin_seconds": 30},
+                "server": {"trusted_proxies": ["127.0.0.1/32"]},
+                "policies": {"admins": {"groups_any": ["admins"]}},
+                "routes": [
+                    {"path": "/static", "access": "public"},
+                    {"path": "/admin", "policy": "admins"},
+                ],
+            }
+        )
+        sidecar = await aiohttp_server(create_app(config, clock=clock))
+        assert sidecar.port is not None and echo.port is not None
+        directory = tmp_path / f"nginx-{len(stacks)}"
+        directory.mkdir()
+        text = render_example(
+            listen=listen, sidecar=sidecar.port, app=echo.port, directory=directory
+        )
+        running = await nginx(text, directory, listen)
+        provider.add_client(
+            DevClient(CLIENT_ID, CLIENT_SECRET, redirect_uris=[running.url("/oauth2/callback")])
+        )
+        stack = Stack(running, provider, clock)
+        stacks.append(stack)
+        return stack
+
+    yield make
+    for stack in stacks:
+        for browser in stack.browsers:
+            await browser.http.close()
+        await stack.provider.stop()
+
+
+async def test_browser_is_sent_to_sign_in_and_lands_on_the_url_it_asked_for(
+    make_stack: StackFactory,
+) -> None:
+    stack = await make_stack()
+    browser = await stack.browser()
+    asked = "/reports/2026?q=a%20b&sort=-date&x=1"
+    hops = await browser.follow(stack.url(asked))
+    first = hops[0]
+    assert first.status == 302
+    start = urlsplit(urljoin(first.url, first.location))
+    assert start.path == "/oauth2/start"
+    assert parse_qs(start.query) == {"rd": [stack.url(asked)]}  # escaped: & and %20 survive
+    assert any(hop.url.startswith(stack.provider.issuer) for hop in hops)  # to the provider
+    assert hops[-1].status == 200
+    assert hops[-1].url == stack.url(asked)
+    assert hops[-1].json()["raw_path"] == asked
+    assert hops[-1].seen("X-Forwarded-User") == ["alice"]
+
+
+async def test_backend_sees_sidecars_identity_never_a_clients_forgery(
+    make_stack: StackFactory,
+) -> None:
+    stack = await make_stack()
+    browser = await stack.signed_in(ALICE)
+    forged = {
+        "X-Forwarded-User": "root",
+        "X-Forwarded-Email": "root@example.org",
+        "X-Forwarded-Groups": "admins",
+        "X-Auth-Request-Email": "root@example.org",
+        "X-Auth-Request-User": "root",
+        "X_Forwarded_Email": "root@example.org",
+        "X-Forwarded-Access-Token": "forged",
+    }
+    answer = await browser.get(stack.url("/whoami"), forged)
+    assert answer.status == 200
+    assert answer.set_cookies == []  # nothing refreshed: no (empty) Set-Cookie either
+    assert answer.seen("X-Forwarded-User") == ["alice"]
+    assert answer.seen("X-Forwarded-Email") == ["alice@example.org"]
+    assert answer.seen("X-Forwarded-Groups") == ["admins,staff"]
+    assert answer.seen("X-Forwarded-Preferred-Username") == ["alice"]
+    for name in ("X-Auth-Request-Email", "X-Auth-Request-User", "X_Forwarded_Email"):
+        assert answer.seen(name) == [], name
+    assert answer.seen("X-Forwarded-Access-Token") == []
+
+
+async def test_anonymous_forgery_reaches_nothing_and_public_paths_carry_no_identity(
+    make_stack: StackFactory,
+) -> None:
+    stack = await make_stack()
+    browser = await stack.browser()
+    forged = {"X-Forwarded-User": "root", "X-Forwarded-Uri": "/static/x", "X-Original-URL": "/"}
+    denied = await browser.get(stack.url("/private"), forged)
+    assert denied.status == 302  # still sent to sign in: the forged URI names nothing
+    public = await browser.get(stack.url("/static/app.css"), {"X-Forwarded-User": "root"})
+    assert public.status == 200
+    assert public.seen("X-Forwarded-User") == []
+
+
+async def test_policy_denies_with_403_and_allows_its_members(make_stack: StackFactory) -> None:
+    stack = await make_stack()
+    bob = await stack.signed_in(BOB)
+    assert (await bob.get(stack.url("/reports"))).status == 200
+    assert (await bob.get(stack.url("/admin/users"))).status == 403
+    assert (await bob.get(stack.url("/static/../admin/users"))).status == 403
+    alice = await stack.signed_in(ALICE)
+    allowed = await alice.get(stack.url("/admin/users"))
+    assert allowed.status == 200
+    assert allowed.seen("X-Forwarded-User") == ["alice"]
+
+
+async def test_api_client_gets_401_not_a_sign_in_redirect(make_stack: StackFactory) -> None:
+    stack = await make_stack()
+    browser = await stack.browser()
+    answer = await browser.get(stack.url("/api/items"), {"Accept": "application/json"})
+    assert answer.status == 401
+    assert answer.json()["error"] == "unauthenticated"
+    assert answer.location == ""
+
+
+async def test_clients_cannot_ask_the_auth_endpoint_themselves(make_stack: StackFactory) -> None:
+    stack = await make_stack()
+    browser = await stack.browser()
+    answer = await browser.get(stack.url("/oauth2/auth"), {"X-Original-URL": "/static/x"})
+    assert answer.status == 404
+
+
+async def test_refreshed_session_reaches_the_browser_through_nginx(
+    make_stack: StackFactory,
+) -> None:
+    stack = await make_stack(access_token_ttl=120, id_token_ttl=120)
+    browser = await stack.signed_in(ALICE)
+    before = browser.session_cookie()
+    stack.clock.advance(100)  # expires at +120; refresh is due from +90
+    answer = await browser.get(stack.url("/after-refresh"))
+    assert answer.status == 200
+    assert answer.seen("X-Forwarded-User") == ["alice"]
+    assert stack.provider.counters.refreshes == 1
+    assert any(cookie.startswith(SESSION_COOKIE + "=") for cookie in answer.set_cookies)
+    assert browser.session_cookie() not in (None, before)
+    again = await browser.get(stack.url("/again"))
+    assert again.status == 200
+    assert stack.provider.counters.refreshes == 1  # the new cookie was kept: no second refresh
+
+
+async def test_sign_out_through_nginx_ends_the_session(make_stack: StackFactory) -> None:
+    stack = await make_stack()
+    browser = await stack.signed_in(ALICE)
+    signed_out = await browser.follow(
+        stack.url("/oauth2/sign_out?rd=/"), {"Sec-Fetch-Site": "same-origin"}
+    )
+    assert signed_out[0].status == 302
+    assert browser.session_cookie() is None
+    after = await browser.get(stack.url("/reports"))
+    assert after.status == 302
+    assert urlsplit(after.location).path == "/oauth2/start"
