@@ -77,6 +77,14 @@ def _config_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    if not args.config:
+        raise _UsageError(f"no configuration file: give -c FILE or set {CONFIG_ENV}")
+    from sidecar.doctor import doctor_main
+
+    return doctor_main(args.config)
+
+
 def _secret(args: argparse.Namespace) -> int:
     from sidecar.session.codec import generate_secret
 
@@ -167,6 +175,7 @@ COMMANDS: dict[str, Command] = {
         "print the configuration's JSON Schema (for YAML editors)", _no_arguments, _config_schema
     ),
     "secret": Command("print a fresh session secret for session.secrets", _no_arguments, _secret),
+    "doctor": Command("find sign-in misconfiguration, with fixes", _config_argument, _doctor),
 }
 
 

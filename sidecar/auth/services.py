@@ -29,6 +29,7 @@ from sidecar.errors import (
 from sidecar.observability.metrics import Metrics
 from sidecar.oidc.client import ProviderClient
 from sidecar.oidc.discovery import ProviderDirectory
+from sidecar.oidc.entra import expected_issuer, read_unverified_claims
 from sidecar.oidc.tokens import (
     access_token_expiry,
     token_kid,
@@ -107,6 +108,9 @@ class AuthServices:
         directory = self.require_directory()
         metadata = directory.metadata()
         issuer = metadata.issuer or self.provider.issuer or ""
+        if metadata.issuer_template is not None:  # Entra multi-tenant: iss names the tenant
+            claims = read_unverified_claims(token)
+            issuer = expected_issuer(metadata.issuer_template, claims, self.provider.entra)
         kid = token_kid(token)
         keys = await directory.key_set(kid)
         return validate_id_token(

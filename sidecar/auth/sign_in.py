@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from sidecar import keys
+from sidecar.auth.provider_claims import complete_claims
 from sidecar.auth.services import AuthServices
 from sidecar.oidc.flow import Callback, build_authorization_url, new_attempt
 from sidecar.oidc.tokens import access_token_expiry, build_identity, check_userinfo_subject
@@ -30,8 +31,8 @@ SESSION_ID_BYTES = 18
 
 # Claims about the token rather than the user: not worth a byte of cookie.
 _PROTOCOL_CLAIMS = frozenset(
-    {"aud", "azp", "exp", "iat", "nbf", "jti", "nonce", "at_hash", "c_hash", "auth_time", "acr"}
-)
+    {"aud", "azp", "exp", "iat", "nbf", "jti", "nonce", "at_hash", "c_hash", "auth_time"}
+)  # acr stays: how the user authenticated is for headers and policies (ForgeRock, Keycloak)
 
 
 def log_event(request: web.Request, event: str, **fields: str) -> None:
@@ -106,6 +107,7 @@ async def complete_sign_in(
         if provider.is_oidc:
             check_userinfo_subject(id_claims, userinfo)
     claims = merge_claims(id_claims, userinfo)
+    claims = await complete_claims(services, id_claims, claims, response.access_token)
     identity = build_identity(claims, provider.claims)
     now = services.clock()
     sid = id_claims.get("sid")

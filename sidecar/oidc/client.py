@@ -15,6 +15,7 @@ import logging
 import re
 import secrets
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote_plus
 
@@ -46,7 +47,8 @@ log = logging.getLogger(__name__)
 ASSERTION_LIFETIME_SECONDS = 60
 MAX_TOKEN_RESPONSE_BYTES = 256 * 1024
 _SAFE_ERROR_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-_REVOKED_ERRORS = frozenset({"invalid_grant", "invalid_token"})
+# bad_refresh_token: GitHub's name for invalid_grant.
+_REVOKED_ERRORS = frozenset({"invalid_grant", "invalid_token", "bad_refresh_token"})
 _EC_ALGORITHMS = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
 _JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
@@ -70,6 +72,15 @@ def _error_code(doc: Any) -> str:
     if isinstance(error, str) and _SAFE_ERROR_CODE.fullmatch(error):
         return error
     return "unknown"
+
+
+@dataclass(frozen=True)
+class ApiAnswer:
+    """A provider API's answer (GitHub REST API, Microsoft Graph): status, JSON, Link relations."""
+
+    status: int
+    doc: Any
+    links: Mapping[str, str] = field(default_factory=dict)  # rel -> URL (pagination)
 
 
 class ProviderClient:
@@ -150,6 +161,42 @@ class ProviderClient:
             raise LoginError(code="userinfo_failed", reason=f"userinfo refused: HTTP {status}")
         return doc
 
+    async def call_api(
+        self,
+        url: str,
+        access_token: str,
+        *,
+        json_body: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> ApiAnswer:
+        """Call a provider API with the user's access token: GET, or POST when `json_body` is
+        given. Network failures and 5xx are `ProviderUnavailableError`; other statuses return."""
+        sent = {"Accept": "application/json", **(headers or {})}
+        sent["Authorization"] = f"Bearer {access_token}"
+        method = "GET" if json_body is None else "POST"
+        try:
+            async with self._http.request(
+                method, url, json=json_body, headers=sent, timeout=self._timeout
+            ) as response:
+                status = response.status
+                links = {
+                    str(rel): str(link["url"])
+                    for rel, link in response.links.items()
+                    if isinstance(rel, str)
+                }
+                try:
+                    doc = await read_json(response, limit_bytes=MAX_TOKEN_RESPONSE_BYTES)
+                except ProviderResponseError:
+                    if status == 200:
+                        raise
+                    doc = None
+        except (aiohttp.ClientError, TimeoutError, ProviderResponseError) as exc:
+            detail = describe_http_failure(exc, self._config.http_timeout_seconds)
+            raise ProviderUnavailableError(reason=f"provider API call failed: {detail}") from exc
+        if status >= 500:
+            raise ProviderUnavailableError(reason=f"provider API call failed: HTTP {status}")
+        return ApiAnswer(status, doc, links)
+
     def _parse(self, doc: Any, *, what: str) -> TokenResponse:
         try:
             return parse_token_response(doc)
@@ -213,6 +260,8 @@ class ProviderClient:
             detail = describe_http_failure(exc, self._config.http_timeout_seconds)
             log.warning("token endpoint %s failed: %s", what, detail)
             raise ProviderUnavailableError(reason=f"{what} failed: {detail}") from exc
+        if status == 200 and isinstance(doc, dict) and "error" in doc and "access_token" not in doc:
+            status = 400  # GitHub answers errors with 200 and an `error` field
         if status >= 500 or (status == 200 and doc is None):
             log.warning("token endpoint %s failed: HTTP %s", what, status)
             raise ProviderUnavailableError(reason=f"{what} failed: HTTP {status}")

@@ -24,6 +24,7 @@ from joserfc.jwk import JWKRegistry, Key, KeySet
 
 from sidecar.config.model import ProviderConfig, is_loopback_url
 from sidecar.errors import ProviderUnavailableError
+from sidecar.oidc.entra import check_tenant_template, is_tenant_template
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,8 @@ class ProviderMetadata:
     code_challenge_methods_supported: tuple[str, ...] = ()
     id_token_signing_alg_values_supported: tuple[str, ...] = ()
     authorization_response_iss_parameter_supported: bool = False
+    # Entra multi-tenant: the discovered issuer with {tenantid}; ID tokens carry it filled in.
+    issuer_template: str | None = None
 
 
 async def read_json(
@@ -118,9 +121,15 @@ def build_metadata(config: ProviderConfig, doc: Mapping[str, Any] | None) -> Pro
     an endpoint is missing, or an endpoint is plain http while the config does not allow it.
     """
     doc = doc or {}
+    issuer_template: str | None = None
     if config.discovery:
         found = doc.get("issuer")
-        if found != config.issuer:
+        if is_tenant_template(found) and found != config.issuer:
+            problem = check_tenant_template(str(found), config.entra)
+            if problem is not None:
+                raise IssuerMismatchError(problem)
+            issuer_template = str(found)
+        elif found != config.issuer:
             raise IssuerMismatchError(f"issuer mismatch: expected {config.issuer}, got {found}")
     if config.is_oidc and not config.issuer:
         raise ProviderResponseError(
@@ -156,6 +165,7 @@ def build_metadata(config: ProviderConfig, doc: Mapping[str, Any] | None) -> Pro
         authorization_response_iss_parameter_supported=(
             doc.get("authorization_response_iss_parameter_supported") is True
         ),
+        issuer_template=issuer_template,
     )
     if not config.insecure_allow_http:
         for name in ("authorization_endpoint", "token_endpoint", "userinfo_endpoint", "jwks_uri"):
