@@ -72,10 +72,11 @@ async def resolve_session(request: web.Request, services: AuthServices) -> Resol
     now = services.clock()
     cookies = request.cookies
     store = services.store
-    session = store.load(cookies, now=now)
+    session = await store.load(cookies, now=now)
     if session is None:
         if _has_session_cookie(services.policy, cookies):
-            return Resolution(None, tuple(store.clear(cookies)), ("session-invalid",))
+            cleared = await store.clear(cookies, now=now)
+            return Resolution(None, tuple(cleared), ("session-invalid",))
         return Resolution(None, (), ("no-session",))
     margin = services.session.refresh_margin_seconds
     if needs_refresh(session, now=now, margin=margin):
@@ -83,16 +84,19 @@ async def resolve_session(request: web.Request, services: AuthServices) -> Resol
             refreshed = await services.coordinator.refresh(session)
         except RefreshRejectedError as exc:
             log_event(request, "refresh_failed", reason=exc.code, sub=session.identity.sub)
-            return Resolution(None, tuple(store.clear(cookies)), ("refresh-rejected",))
+            cleared = await store.clear(cookies, now=now)
+            return Resolution(None, tuple(cleared), ("refresh-rejected",))
         except ProviderUnavailableError:
             if not still_usable(session, now=now):
                 raise
             return Resolution(session, (), ("session-valid", "refresh-deferred"))
         session = replace(refreshed, last_seen_at=now)
-        return Resolution(session, tuple(store.save(session, cookies, now=now)), ("refreshed",))
+        saved = await store.save(session, cookies, now=now)
+        return Resolution(session, tuple(saved), ("refreshed",))
     if _needs_touch(services, session, now):
         session = replace(session, last_seen_at=now)
-        return Resolution(session, tuple(store.save(session, cookies, now=now)), ("session-valid",))
+        saved = await store.save(session, cookies, now=now)
+        return Resolution(session, tuple(saved), ("session-valid",))
     return Resolution(session, (), ("session-valid",))
 
 

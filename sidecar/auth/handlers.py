@@ -116,7 +116,7 @@ class AuthHandlers:
             metadata = services.require_directory().metadata()
             callback = parse_callback(query, expected_issuer=metadata.issuer)
             if attempt is None:
-                existing = services.store.load(request.cookies, now=now)
+                existing = await services.store.load(request.cookies, now=now)
                 if existing is not None:
                     log_event(request, "sign_in_skipped", reason="attempt_unknown_session_exists")
                     fields["decision"] = "already-signed-in"
@@ -134,7 +134,8 @@ class AuthHandlers:
                 message=exc.message,
                 set_cookies=delete_attempt,
             )
-        set_cookies = [*delete_attempt, *services.store.save(session, request.cookies, now=now)]
+        saved = await services.store.save(session, request.cookies, now=now)
+        set_cookies = [*delete_attempt, *saved]
         identity = session.identity
         log_event(request, "sign_in_completed", sub=identity.sub, user=identity.user)
         fields.update(decision="signed-in", sub=identity.sub, user=identity.user)
@@ -173,7 +174,7 @@ class AuthHandlers:
         )
         if not self._sign_out_allowed(request, origin):
             return self._confirmation_page(target)
-        return self._signed_out(request, origin, target)
+        return await self._signed_out(request, origin, target)
 
     def _confirmation_page(self, target: str) -> web.Response:
         config = self.services.config.auth
@@ -189,9 +190,11 @@ class AuthHandlers:
         response.headers[NO_STORE[0]] = NO_STORE[1]
         return response
 
-    def _signed_out(self, request: web.Request, origin: str, target: str) -> web.Response:
+    async def _signed_out(self, request: web.Request, origin: str, target: str) -> web.Response:
         services = self.services
-        session = services.store.load(request.cookies, now=services.clock())
+        now = services.clock()
+        session = await services.store.load(request.cookies, now=now)
+        await services.store.clear(request.cookies, now=now)  # server-side stores end it here
         set_cookies = build_clear_cookies(services.policy, request.cookies.keys())
         location = target
         directory = services.directory

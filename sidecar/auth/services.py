@@ -39,7 +39,7 @@ from sidecar.proxy.headers import HeaderPlan
 from sidecar.session.codec import SessionCodec
 from sidecar.session.cookies import CookiePolicy
 from sidecar.session.model import Session, Tokens
-from sidecar.session.store import CookieSessionStore
+from sidecar.session.store import SessionStore
 
 
 @dataclass
@@ -52,7 +52,7 @@ class AuthServices:
     clock: Callable[[], float]
     codec: SessionCodec
     policy: CookiePolicy
-    store: CookieSessionStore
+    store: SessionStore
     endpoints: Endpoints
     header_plan: HeaderPlan
     token_bytes: Callable[[int], bytes] = secrets.token_bytes

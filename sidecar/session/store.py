@@ -34,15 +34,18 @@ CACHE_SIZE = 1024
 
 
 class SessionStore(Protocol):
-    """What the gate and the handlers need from any session store (cookie now, Redis later)."""
+    """What the gate and the handlers need from any session store (cookie, or Redis in
+    `sidecar.session.store_redis`). Async, because a server-side store does I/O; a store that
+    cannot reach its backend raises `SessionStoreUnavailableError` rather than answer "no
+    session". `clear` ends the session (server-side too) and gives the cookies to delete."""
 
-    def load(self, cookies: Mapping[str, str], *, now: float) -> Session | None: ...
+    async def load(self, cookies: Mapping[str, str], *, now: float) -> Session | None: ...
 
-    def save(
+    async def save(
         self, session: Session, cookies_present: Mapping[str, str], *, now: float
     ) -> list[str]: ...
 
-    def clear(self, cookies_present: Mapping[str, str]) -> list[str]: ...
+    async def clear(self, cookies_present: Mapping[str, str], *, now: float) -> list[str]: ...
 
 
 class CookieSessionStore:
@@ -62,7 +65,7 @@ class CookieSessionStore:
         self._cache: OrderedDict[bytes, Session] = OrderedDict()
         self._cache_size = cache_size
 
-    def load(self, cookies: Mapping[str, str], *, now: float) -> Session | None:
+    async def load(self, cookies: Mapping[str, str], *, now: float) -> Session | None:
         """The session the cookies carry, or None if there is none that is valid at `now`."""
         raw = join_chunks(self._policy, cookies)
         if raw is None or not raw.isascii():
@@ -78,7 +81,7 @@ class CookieSessionStore:
             self._remember(digest, session)
         return session if self._is_live(session, now=now) else None
 
-    def save(
+    async def save(
         self, session: Session, cookies_present: Mapping[str, str], *, now: float
     ) -> list[str]:
         """Set-Cookie values storing `session` (without the tokens `keep_tokens` drops).
@@ -88,7 +91,7 @@ class CookieSessionStore:
         """
         max_age = int(session.expires_at - now)
         if max_age <= 0:
-            return self.clear(cookies_present)
+            return await self.clear(cookies_present, now=now)
         stored = replace(session, tokens=self._kept_tokens(session.tokens))
         payload = json.dumps(stored.to_dict(), separators=(",", ":"), ensure_ascii=False)
         value = self._codec.encode(payload.encode("utf-8"), purpose=PURPOSE, now=now)
@@ -99,8 +102,9 @@ class CookieSessionStore:
         self._remember(hashlib.sha256(value.encode("ascii")).digest(), _parse(payload))
         return headers
 
-    def clear(self, cookies_present: Mapping[str, str]) -> list[str]:
+    async def clear(self, cookies_present: Mapping[str, str], *, now: float) -> list[str]:
         """Set-Cookie values deleting the session cookies present (sign-ins in progress stay)."""
+        del now  # nothing is kept server-side
         return build_clear_session_cookies(self._policy, cookies_present)
 
     def _decode(self, raw: str, *, now: float) -> Session | None:

@@ -15,7 +15,7 @@ from .conftest import Stack, StackFactory
 async def signed_in_session(stack: Stack) -> Session:
     browser = await stack.browser()
     await stack.sign_in(browser)
-    session = stack.services.store.load(browser.cookies(), now=stack.clock())
+    session = await stack.services.store.load(browser.cookies(), now=stack.clock())
     assert session is not None
     return session
 

@@ -183,14 +183,14 @@ def test_tampered_attempt_fails_and_is_deleted() -> None:
     assert jar.cookies == {}
 
 
-def test_attempt_cookie_is_not_accepted_as_a_session_cookie() -> None:
+async def test_attempt_cookie_is_not_accepted_as_a_session_cookie() -> None:
     config = make_config()
     assert config.session is not None
     store = CookieSessionStore(codec, policy, config.session)
     jar = Jar()
     start(jar, attempt(1))
     (value,) = jar.cookies.values()
-    assert store.load({policy.name: value}, now=NOW) is None
+    assert await store.load({policy.name: value}, now=NOW) is None
 
 
 def test_session_cookie_is_not_accepted_as_an_attempt() -> None:
