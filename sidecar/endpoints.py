@@ -45,6 +45,10 @@ class Endpoints:
         return self.prefix + AUTH
 
     @property
+    def jwks(self) -> str:
+        return self.prefix + JWKS
+
+    @property
     def healthz(self) -> str:
         return self.prefix + HEALTHZ
 

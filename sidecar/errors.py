@@ -6,7 +6,8 @@
     │   └── LoginError               400: a sign-in callback that cannot complete (state, code)
     │       └── IdTokenError         400: the ID token failed a check of OpenID Connect Core 3.1.3.7
     ├── NotAuthenticatedError        401: API client without a valid session or token
-    │   └── RefreshRejectedError     401: the provider refused the refresh token (invalid_grant)
+    │   ├── RefreshRejectedError     401: the provider refused the refresh token (invalid_grant)
+    │   └── InvalidTokenError        401: a bearer token or Basic credentials sidecar refused
     ├── ForbiddenError               403: signed in, but the policy says no
     ├── PayloadTooLargeError         413
     ├── RequestTargetTooLongError    414
@@ -90,6 +91,17 @@ class RefreshRejectedError(NotAuthenticatedError):
 
     code = "refresh_rejected"
     message = "Your session has ended. Please sign in again."
+
+
+class InvalidTokenError(NotAuthenticatedError):
+    """A bearer token (or Basic credentials) that failed a check; `reason` names it for operators.
+
+    Always answered as JSON with `WWW-Authenticate: Bearer error="invalid_token"` (RFC 6750), never
+    with a sign-in redirect: the client is a program.
+    """
+
+    code = "invalid_token"
+    message = "The access token is invalid or has expired."
 
 
 class ForbiddenError(SidecarError):

@@ -1,11 +1,11 @@
 """The seam between sidecar's catch-all route and the auth gate.
 
 A gate is `async (request) -> GateResult`. It lets a request through by returning the identity
-headers to add upstream, headers to add to the response (e.g. Set-Cookie from a refresh) and fields
-for the access log; it stops a request by raising (a `SidecarError` such as
-`NotAuthenticatedError`, or an aiohttp `HTTPFound` redirect to sign-in). The app holds exactly one
-gate in `app[keys.GATE]`; without a provider it is `open_gate`, which lets everything through
-with no identity.
+headers to add upstream, headers to add to the response (e.g. Set-Cookie from a refresh), client
+headers to leave out upstream and fields for the access log; it stops a request by raising (a
+`SidecarError` such as `NotAuthenticatedError`, or an aiohttp `HTTPFound` redirect to sign-in).
+The app holds exactly one gate in `app[keys.GATE]`; without a provider it is `open_gate`, which
+lets everything through with no identity.
 """
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ class GateResult:
     identity_headers: Sequence[tuple[str, str]] = ()
     response_headers: Sequence[tuple[str, str]] = ()
     log_fields: Mapping[str, str] = field(default_factory=dict)
+    drop_request_headers: frozenset[str] = frozenset()
+    """Lower-case names of client headers not to send upstream for this request only (the
+    `Authorization` header that carried sidecar's own credential, such as Basic)."""
 
 
 Gate = Callable[[web.Request], Awaitable[GateResult]]

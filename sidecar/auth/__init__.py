@@ -6,7 +6,9 @@ configured. It builds the session codec, cookie policy and store and the refresh
 own (they never reach the backend), registers start/callback/sign_out/userinfo and forward-auth
 (`auth`) under `auth.prefix`, adds the provider readiness check, and a cleanup context that starts
 the provider directory (discovery and keys, retried in the background) and client with the app
-and closes them with it.
+and closes them with it. When configured it also builds the credentials API clients may use
+(`sidecar.auth.api_clients`: bearer tokens, htpasswd users) and the identity assertion signer,
+whose public keys it serves at `<prefix>/jwks`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import aiohttp
 from aiohttp import web
 
 from sidecar import keys
+from sidecar.assertion import AssertionSigner, add_jwks_route
+from sidecar.auth.api_clients import setup_api_clients
 from sidecar.auth.forward_auth import add_forward_auth_route
 from sidecar.auth.gate import make_gate
 from sidecar.auth.handlers import add_routes
@@ -93,6 +97,10 @@ def setup(app: web.Application, config: SidecarConfig, clock: Callable[[], float
     """Wire sign-in into `app` (see the module docstring)."""
     services = build_services(config, clock, header_plan=app.get(keys.HEADER_PLAN))
     app[keys.AUTH_SERVICES] = services
+    services.api_clients = setup_api_clients(app, services)
+    if config.assertion_anywhere:
+        services.assertions = AssertionSigner.from_config(config.identity_assertion, clock=clock)
+        add_jwks_route(app, services.assertions, services.endpoints.jwks)
     services.metrics = app.get(keys.METRICS)
     app[keys.GATE] = make_gate(services)
     policy = services.policy

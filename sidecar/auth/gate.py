@@ -23,6 +23,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from sidecar import keys
+from sidecar.auth.api_clients import ApiClient, insufficient, is_cors_preflight
 from sidecar.auth.identity_headers import build_identity_headers
 from sidecar.auth.redirects import check_redirect
 from sidecar.auth.refresh import needs_refresh, still_usable
@@ -40,7 +41,7 @@ from sidecar.pages import SIGN_IN_TEMPLATE, render_page, wants_json
 from sidecar.policy import decide
 from sidecar.routing import Route, RouteTable
 from sidecar.session.cookies import CookiePolicy
-from sidecar.session.model import Session
+from sidecar.session.model import Identity, Session, Tokens
 
 WWW_AUTHENTICATE = ("WWW-Authenticate", 'Bearer realm="sidecar"')
 _IDLE_TOUCH_FRACTION = 10  # re-save last_seen_at after a tenth of the idle timeout
@@ -110,6 +111,8 @@ def is_api_request(request: web.Request, *, method: str | None = None) -> bool:
     request's own (forward-auth asks about another request's method)."""
     method = method or request.method
     if method not in ("GET", "HEAD") or wants_json(request.headers, method):
+        return True
+    if "Authorization" in request.headers:  # browsers send none unasked: this is a program
         return True
     mode = request.headers.get("Sec-Fetch-Mode")
     return mode is not None and mode.lower() not in _NAVIGATION_MODES
@@ -199,12 +202,54 @@ def make_gate(services: AuthServices) -> Gate:
     headers_config = services.config.headers
     routes = RouteTable.from_config(services.config)
 
+    signer = services.assertions
+    assertion_default = services.config.identity_assertion.enabled
+
+    def _assertion(request: web.Request, route: Route, identity: Identity) -> list[tuple[str, str]]:
+        """The signed identity assertion header, when the route (or the default) asks for one."""
+        wanted = route.identity_assertion
+        if signer is None or not (assertion_default if wanted is None else wanted):
+            return []
+        upstream = request.app[keys.FORWARDER].select(request.path).url
+        token = signer.assertion_for(identity, issuer=services.origin(request), audience=upstream)
+        return [(signer.header, token)]
+
+    def _admit_api_client(request: web.Request, route: Route, client: ApiClient) -> GateResult:
+        """A program that authenticated with its own credential: the route's policy, then its
+        identity headers (see `sidecar.auth.api_clients`)."""
+        identity = client.identity
+        decision = decide(route, identity, authenticated_via=client.via)
+        fields = _log_fields(None, "allow" if decision.allowed else "forbidden", decision.reasons)
+        fields.update(user=identity.user, sub=identity.sub)
+        if identity.email:
+            fields["email"] = identity.email
+        if not decision.allowed:
+            request[keys.ACCESS_LOG_FIELDS].update(fields)
+            raise insufficient(request, client)
+        tokens = Tokens(access_token=client.access_token) if client.access_token else None
+        return GateResult(
+            identity_headers=[
+                *build_identity_headers(identity, tokens, headers_config),
+                *_assertion(request, route, identity),
+            ],
+            drop_request_headers=frozenset({"authorization"})
+            if client.drop_authorization
+            else frozenset(),
+            log_fields=fields,
+        )
+
     async def gate(request: web.Request) -> GateResult:
         route = match_route(request, routes)
         request[keys.ACCESS_LOG_FIELDS]["route"] = route.name
         if route.access == "public":
             public = decide(route, None, authenticated_via="session")
             return GateResult(log_fields=_log_fields(None, public.outcome, public.reasons))
+        if route.cors_preflight and is_cors_preflight(request.method, request.headers):
+            return GateResult(log_fields={"decision": "allow", "reasons": "cors-preflight"})
+        api = services.api_clients
+        client = await api.authenticate(request, route) if api is not None else None
+        if client is not None:
+            return _admit_api_client(request, route, client)
         resolution = await resolve_session(request, services)
         session = resolution.session
         if session is None:
@@ -218,9 +263,10 @@ def make_gate(services: AuthServices) -> Gate:
             request[keys.ACCESS_LOG_FIELDS].update(_log_fields(session, "forbidden", reasons))
             raise forbidden(request, services, session, resolution.set_cookies)
         return GateResult(
-            identity_headers=build_identity_headers(
-                session.identity, session.tokens, headers_config
-            ),
+            identity_headers=[
+                *build_identity_headers(session.identity, session.tokens, headers_config),
+                *_assertion(request, route, session.identity),
+            ],
             response_headers=[("Set-Cookie", value) for value in resolution.set_cookies],
             log_fields=_log_fields(session, "allow", reasons),
         )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -41,6 +41,10 @@ from sidecar.session.cookies import CookiePolicy
 from sidecar.session.model import Session, Tokens
 from sidecar.session.store import SessionStore
 
+if TYPE_CHECKING:
+    from sidecar.assertion import AssertionSigner
+    from sidecar.auth.api_clients import ApiClients
+
 
 @dataclass
 class AuthServices:
@@ -59,6 +63,8 @@ class AuthServices:
     directory: ProviderDirectory | None = None
     client: ProviderClient | None = None
     metrics: Metrics | None = None
+    api_clients: ApiClients | None = None  # bearer and htpasswd (sidecar.auth.api_clients)
+    assertions: AssertionSigner | None = None  # the signed identity assertion (sidecar.assertion)
     coordinator: RefreshCoordinator = field(init=False)
 
     def __post_init__(self) -> None:

@@ -1,4 +1,4 @@
-"""Calls to the provider's token and userinfo endpoints, with client authentication.
+"""Calls to the provider's token, userinfo and introspection endpoints, with client authentication.
 
 `ProviderClient` redeems authorization codes, refreshes tokens and reads userinfo. It
 authenticates as configured: `client_secret_basic` (RFC 6749 2.3.1, form-urlencoded id and secret
@@ -159,6 +159,29 @@ class ProviderClient:
             raise ProviderUnavailableError(reason=f"userinfo failed: HTTP {status}")
         if status != 200 or not isinstance(doc, dict):
             raise LoginError(code="userinfo_failed", reason=f"userinfo refused: HTTP {status}")
+        return doc
+
+    async def introspect(self, token: str, *, endpoint: str) -> dict[str, Any]:
+        """RFC 7662: the provider's answer about `token` (a JSON object; `active` says whether it
+        is valid), asked with the same client authentication as the token endpoint. Refusals,
+        outages and unusable answers raise `ProviderUnavailableError`: the token is not at fault.
+        """
+        form, headers = self._authenticate(
+            {"token": token, "token_type_hint": "access_token"}, endpoint
+        )
+        try:
+            async with self._http.post(
+                endpoint, data=form, headers=headers, timeout=self._timeout
+            ) as response:
+                status = response.status
+                doc = await read_json(response, limit_bytes=MAX_TOKEN_RESPONSE_BYTES)
+        except (aiohttp.ClientError, TimeoutError, ProviderResponseError) as exc:
+            detail = describe_http_failure(exc, self._config.http_timeout_seconds)
+            log.warning("introspection failed: %s", detail)
+            raise ProviderUnavailableError(reason=f"introspection failed: {detail}") from exc
+        if status != 200 or not isinstance(doc, dict):
+            log.warning("introspection refused: HTTP %s error=%s", status, _error_code(doc))
+            raise ProviderUnavailableError(reason=f"introspection failed: HTTP {status}")
         return doc
 
     async def call_api(

@@ -104,23 +104,10 @@ def _claims_failure(exc: ClaimError) -> IdTokenError:
     return _fail(f"{exc.claim}: {exc.description}")
 
 
-def validate_id_token(
-    token: str,
-    *,
-    keys: KeySet,
-    issuer: str,
-    client_id: str,
-    nonce: str | None,
-    now: float,
-    leeway: int,
-    algorithms: Collection[str],
-    expected_sub: str | None = None,
-) -> dict[str, Any]:
-    """Validate an ID token per OpenID Connect Core 3.1.3.7 and return its claims.
-
-    `nonce` is the attempt's nonce; None only for ID tokens from a refresh (OIDC Core 12.2),
-    where `expected_sub` (the session's `sub`) must be given instead. Raises `IdTokenError`
-    (`UnknownKeyError` when no key matches the `kid`).
+def verify_signature(token: str, *, keys: KeySet, algorithms: Collection[str]) -> dict[str, Any]:
+    """The claims of a compact JWS whose signature verifies with the key its `kid` names, using
+    an allowed asymmetric `alg`; nothing about the claims is checked yet. Shared by ID token and
+    bearer access token validation. Raises `IdTokenError` (`UnknownKeyError` for an unknown kid).
     """
     header = read_token_header(token)
     allowed = [alg for alg in algorithms if alg in ASYMMETRIC_ALGORITHMS]
@@ -144,8 +131,30 @@ def validate_id_token(
         raise _fail("signature: does not verify with the provider key") from exc
     except JoseError as exc:
         raise _fail(f"jws: {exc.error or type(exc).__name__}") from exc
-    claims: dict[str, Any] = dict(decoded.claims)
+    if not isinstance(decoded.claims, dict):
+        raise _fail("claims: not a JSON object")
+    return dict(decoded.claims)
 
+
+def validate_id_token(
+    token: str,
+    *,
+    keys: KeySet,
+    issuer: str,
+    client_id: str,
+    nonce: str | None,
+    now: float,
+    leeway: int,
+    algorithms: Collection[str],
+    expected_sub: str | None = None,
+) -> dict[str, Any]:
+    """Validate an ID token per OpenID Connect Core 3.1.3.7 and return its claims.
+
+    `nonce` is the attempt's nonce; None only for ID tokens from a refresh (OIDC Core 12.2),
+    where `expected_sub` (the session's `sub`) must be given instead. Raises `IdTokenError`
+    (`UnknownKeyError` when no key matches the `kid`).
+    """
+    claims = verify_signature(token, keys=keys, algorithms=algorithms)
     registry = jwt.JWTClaimsRegistry(
         now=int(now),
         leeway=leeway,

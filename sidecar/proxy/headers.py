@@ -14,7 +14,7 @@ headers. Pure: no aiohttp.web, no I/O.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from multidict import CIMultiDict
@@ -141,6 +141,8 @@ def build_header_plan(config: SidecarConfig) -> HeaderPlan:
     if headers.authorization:
         names.append("Authorization")
     names.append(config.server.request_id_header)
+    # The signed identity assertion's header: only sidecar may send it, whether enabled or not.
+    names.append(config.identity_assertion.header)
     # Host is always set by sidecar (passed through or replaced), never copied blindly.
     names.append("Host")
     return HeaderPlan(
@@ -191,11 +193,14 @@ def build_upstream_headers(
     identity_headers: Sequence[tuple[str, str]],
     cookie_names_to_drop: Callable[[str], bool],
     upstream_host: str | None,
+    drop: Collection[str] = (),
 ) -> CIMultiDict[str]:
     """The headers sent upstream: the client's minus what must not pass, plus what sidecar adds.
 
     `host` is the request's Host; it is sent on unless `upstream_host` is given (the upstream's
-    `host:port`, for `preserve_host: false`). `identity_headers` are added last.
+    `host:port`, for `preserve_host: false`). `identity_headers` are added last. `drop` names
+    (lower case) more client headers to leave out for this request only (an Authorization header
+    that carried sidecar's own credential).
     """
     trusted = plan.is_trusted(peer)
     classify = plan.classify
@@ -208,6 +213,8 @@ def build_upstream_headers(
     for name, value in incoming:
         lname, kind = classify(name)
         if kind == _KEEP:
+            if drop and lname in drop:
+                continue
             kept.append((lname, name, value))
         elif kind == _DROP:
             if lname == "connection":
