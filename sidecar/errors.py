@@ -14,6 +14,7 @@
     ├── HeadersTooLargeError         431
     ├── UpstreamUnavailableError     502: the backend refused or broke the connection
     ├── ProviderUnavailableError     503: the identity provider is unreachable or misbehaving
+    ├── SessionStoreUnavailableError 503: the session store (Redis) is unreachable
     └── UpstreamTimeoutError         504: the backend did not answer in time
 
 `code` is a stable machine-readable string (it goes to JSON bodies, logs and metrics); `message`
@@ -138,6 +139,15 @@ class ProviderUnavailableError(SidecarError):
     status = 503
     code = "provider_unavailable"
     message = "The identity provider is not reachable at the moment. Please try again shortly."
+
+
+class SessionStoreUnavailableError(SidecarError):
+    """Redis (the session store or the revocation list) did not answer: the session cannot be
+    read or written. Not a reason to sign in again: the session is probably still there."""
+
+    status = 503
+    code = "session_store_unavailable"
+    message = "The session store is not reachable at the moment. Please try again shortly."
 
 
 class UpstreamTimeoutError(SidecarError):

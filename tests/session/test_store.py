@@ -14,6 +14,7 @@ from sidecar.session.model import Identity, Session, Tokens
 from sidecar.session.store import CookieSessionStore, SessionStore
 
 from .conftest import Jar, make_config
+from .store_suite import StoreKit, StoreSuite
 
 NOW = 1_800_000_000.0
 SECRET = "q0J7tB9y4kKz0mJ2pA7c2oU8x5nV1rW3eT6yH9sD4fG"
@@ -239,3 +240,23 @@ async def test_decode_cache_stays_bounded() -> None:
         loaded = await store.load(jar.cookies, now=NOW)
         assert loaded is not None and loaded.id == make_session(seed=seed).id
     assert len(store._cache) == 4
+
+
+class TestCookieStore(StoreSuite):
+    """The shared store behaviour (tests/session/store_suite.py), for the cookie store."""
+
+    @pytest.fixture
+    def kit(self) -> StoreKit:
+        async def make(**session: Any) -> SessionStore:
+            return make_store(**session)
+
+        async def foreign() -> SessionStore:
+            config = make_config(secrets=["a different deployment's key, 32+ characters"])
+            assert config.session is not None
+            return CookieSessionStore(
+                SessionCodec(["a different deployment's key, 32+ characters"]),
+                CookiePolicy.from_config(config),
+                config.session,
+            )
+
+        return StoreKit(make, foreign)
