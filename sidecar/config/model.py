@@ -29,6 +29,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+_TENANT = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 _LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
@@ -210,6 +211,70 @@ class ClaimsConfig(Model):
     )
 
 
+class EntraConfig(Model):
+    """Microsoft Entra ID specifics: multi-tenant issuers and the groups overage."""
+
+    allowed_tenants: tuple[str, ...] = Field(
+        (),
+        description=(
+            "Tenant ids (GUIDs) whose users may sign in through a multi-tenant issuer "
+            "(.../common/v2.0, .../organizations/v2.0: the discovered issuer has {tenantid}). "
+            "The ID token's iss must equal the issuer with its tid filled in. Empty: a "
+            "multi-tenant issuer is refused. [any]: every tenant (then restrict with policies)."
+        ),
+    )
+    groups_overage: Literal["graph", "deny"] = Field(
+        "deny",
+        description=(
+            "When a user has more groups than fit in the token (the ID token carries "
+            "_claim_names.groups or hasgroups instead): graph fetches them from Microsoft Graph "
+            "with the sign-in access token (needs GroupMember.Read.All); deny refuses sign-in."
+        ),
+    )
+    graph_url: str = Field(
+        "https://graph.microsoft.com",
+        description="Microsoft Graph base URL (national clouds: https://graph.microsoft.us, ...).",
+    )
+    graph_security_groups_only: bool = Field(
+        True,
+        description=(
+            "Ask Graph for security groups only (as the 'Security groups' group claim does); "
+            "false: Microsoft 365 groups and distribution lists too."
+        ),
+    )
+
+    @field_validator("allowed_tenants")
+    @classmethod
+    def _tenants(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if "any" in value and len(value) > 1:
+            raise ValueError("any allows every tenant: list it alone")
+        for tenant in value:
+            if tenant != "any" and not _TENANT.fullmatch(tenant):
+                raise ValueError(f"{tenant!r} is not a tenant id (a GUID) or any")
+        return _no_duplicates(tuple(tenant.lower() for tenant in value))
+
+    @field_validator("graph_url")
+    @classmethod
+    def _graph_url(cls, value: str) -> str:
+        return _check_http_url(value).rstrip("/")
+
+
+class GitHubConfig(Model):
+    """GitHub sign-in (plain OAuth 2.0): identity, email and groups from the REST API."""
+
+    api_url: str = Field(
+        "https://api.github.com",
+        description="REST API base URL (GitHub Enterprise Server: https://HOST/api/v3).",
+    )
+    orgs: bool = Field(True, description="Add each organization's login as a group (read:org).")
+    teams: bool = Field(True, description="Add each team as a group org/team-slug (read:org).")
+
+    @field_validator("api_url")
+    @classmethod
+    def _api_url(cls, value: str) -> str:
+        return _check_http_url(value).rstrip("/")
+
+
 TokenAuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt"]
 
 
@@ -274,6 +339,20 @@ class ProviderConfig(Model):
     http_timeout_seconds: float = Field(
         10.0, gt=0, description="Timeout for calls to the provider."
     )
+    entra: EntraConfig | None = Field(
+        None, description="Microsoft Entra ID specifics (multi-tenant issuers, groups overage)."
+    )
+    github: GitHubConfig | None = Field(
+        None,
+        description="GitHub sign-in: identity, verified primary email, orgs and teams via its API.",
+    )
+    required_acr: tuple[str, ...] = Field(
+        (),
+        description=(
+            "If set, the ID token's acr must be one of these or sign-in is refused (ask for it "
+            "with extra_authorize_params.acr_values)."
+        ),
+    )
     insecure_allow_http: bool = Field(
         False,
         description="Allow a plain-http provider that is not on loopback. Never in production.",
@@ -314,6 +393,10 @@ class ProviderConfig(Model):
                 "with discovery: false and the openid scope, issuer and jwks_uri are required "
                 "(the ID token's iss is checked against issuer)"
             )
+        if self.github is not None and self.is_oidc:
+            raise ValueError("GitHub sign-in is plain OAuth 2.0: leave openid out of scopes")
+        if self.required_acr and not self.is_oidc:
+            raise ValueError("required_acr checks the ID token: it needs the openid scope")
         if not self.is_oidc and not self.userinfo_endpoint:
             raise ValueError(
                 "without the openid scope, userinfo_endpoint is the identity source and is required"

@@ -104,7 +104,10 @@ class ProviderShape:
     def user(self) -> dict[str, Any]:
         """The recorded user: ID token claims without per-token ones (or the userinfo body)."""
         source = self.id_token_claims if self.openid else self.userinfo
-        return {k: v for k, v in source.items() if k not in _PER_TOKEN_CLAIMS}
+        user = {k: v for k, v in source.items() if k not in _PER_TOKEN_CLAIMS}
+        if "sub" not in user:  # the dev provider keys sessions and tokens by sub (GitHub: id)
+            user["sub"] = str(user.get("id", user.get("login", "")))
+        return user
 
     @property
     def recorded_issuer(self) -> str | None:
