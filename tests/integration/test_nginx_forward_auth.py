@@ -187,3 +187,19 @@ async def test_sign_out_through_nginx_ends_the_session(make_stack: StackFactory)
     after = await browser.get(stack.url("/reports"))
     assert after.status == 302
     assert urlsplit(after.location).path == "/oauth2/start"
+
+
+async def test_request_body_reaches_the_app_but_never_the_auth_service(
+    make_stack: StackFactory,
+) -> None:
+    stack = await make_stack()
+    browser = await stack.signed_in(ALICE)
+    body = b"x" * 100_000
+    async with browser.http.post(
+        stack.url("/upload-form"), data=body, headers={"Accept": "text/html"}
+    ) as response:
+        assert response.status == 200
+        echoed = await response.json()
+    assert echoed["method"] == "POST"
+    assert echoed["body_length"] == len(body)
+    assert [v for k, v in echoed["headers"] if k.lower() == "x-forwarded-user"] == ["alice"]
