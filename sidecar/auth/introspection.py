@@ -50,7 +50,7 @@ def check_introspection(
         raise InvalidTokenError(reason="introspection: token not active")
     token_type = doc.get("token_type")
     if isinstance(token_type, str) and token_type.lower() in _REFUSED_TOKEN_TYPES:
-        raise InvalidTokenError(reason=f"introspection: a {token_type[:40]}, not an access token")
+        raise InvalidTokenError(reason=f"introspection: a {token_type[:60]}, not an access token")
     exp = _number(doc.get("exp"))
     if "exp" in doc and (exp is None or exp <= now - leeway):
         raise InvalidTokenError(reason="introspection: exp passed")
@@ -111,7 +111,9 @@ class Introspector:
         key = token_digest(token)
         now = self._clock()
         answer = self._cache.get(key)
-        if answer is None or answer.until <= now:
+        if answer is not None and answer.until > now:
+            self._cache.move_to_end(key)  # least recently used goes first
+        else:
             pending = self._pending.get(key)
             if pending is not None:
                 answer = await asyncio.shield(pending)

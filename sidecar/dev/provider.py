@@ -69,6 +69,7 @@ class DevProvider:
         auto_login: Mapping[str, Any] | None = None,
         token_urlsafe: Callable[[int], str] = secrets.token_urlsafe,
         shape: ProviderShape | None = None,
+        opaque_access_tokens: bool = False,
     ) -> None:
         self._issuer: str | None = None
         if issuer:
@@ -83,6 +84,8 @@ class DevProvider:
         self.auto_login: dict[str, Any] | None = dict(auto_login) if auto_login else None
         # A real provider's documented shape to replay (sidecar.dev.shapes); None: our own.
         self.shape = shape
+        # Opaque (reference) access tokens, valid at userinfo and introspection, instead of JWTs.
+        self.opaque_access_tokens = opaque_access_tokens
         if shape is not None:
             self.rotate_refresh_tokens = shape.rotate_refresh_tokens
         self.faults = Faults()

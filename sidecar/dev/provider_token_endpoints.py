@@ -43,6 +43,7 @@ class TokenEndpoints:
     def __init__(self, provider: DevProvider) -> None:
         self._p = provider
         self._seen_jtis: dict[str, float] = {}  # private_key_jwt assertion ids until they expire
+        self._opaque: dict[str, str] = {}  # opaque access token -> the JWT it stands for
 
     async def token(self, request: web.Request) -> web.StreamResponse:
         self._p.counters.token_requests += 1
@@ -166,6 +167,10 @@ class TokenEndpoints:
             body["refresh_token"] = self._p.grants.issue_refresh_token(grant)
         if shape is not None:
             body = shape.build_token_response(body)
+        if self._p.opaque_access_tokens:  # the same grant behind a reference token
+            opaque = self._p.grants.new_id()
+            self._opaque[opaque] = body["access_token"]
+            body["access_token"] = opaque
         return web.json_response(body, headers=NO_STORE)
 
     def _bearer(self, request: web.Request) -> tuple[dict[str, Any], BrowserSession] | None:
@@ -174,6 +179,7 @@ class TokenEndpoints:
         token = authorization[7:].strip() if authorization[:7].lower() == "bearer " else ""
         if self._p.shape is not None:
             token = self._p.shape.unwrap_access_token(token)
+        token = self._opaque.get(token, token)
         claims = read_own_token(token, self._p.keys, issuer=self._p.issuer, now=self._p.clock())
         session = self._p.grants.session(claims.get("sid")) if claims else None
         if claims is None or session is None:
@@ -225,6 +231,7 @@ class TokenEndpoints:
         except ClientAuthError as exc:
             return _oauth_error(401, "invalid_client", exc.description)
         token = form.get("token", "")
+        token = self._opaque.get(token, token)
         claims = read_own_token(token, self._p.keys, issuer=self._p.issuer, now=self._p.clock())
         if claims is not None and self._p.grants.session(claims.get("sid")) is not None:
             return web.json_response({"active": True, "token_type": "Bearer", **claims})

@@ -9,6 +9,7 @@ JSON report; what a refused client sees is the status, the JSON body and `WWW-Au
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -25,6 +26,7 @@ from joserfc.jwk import RSAKey
 from multidict import CIMultiDictProxy
 from support.echo import make_echo_app
 
+from sidecar import keys
 from sidecar.app import create_app
 from sidecar.auth.api_clients import is_cors_preflight
 from sidecar.config.model import SidecarConfig
@@ -148,10 +150,11 @@ async def make_api_stack(aiohttp_server: ServerFactory) -> AsyncIterator[ApiStac
         api: Callable[[str], dict[str, Any]] | None = None,
         trusted: int = 0,
         routes: list[dict[str, Any]] | None = None,
+        provider_options: Mapping[str, Any] | None = None,
         **sections: Any,
     ) -> ApiStack:
         clock = FakeClock()
-        provider = await start_provider(clock)
+        provider = await start_provider(clock, **(provider_options or {}))
         extra = [await start_provider(clock) for _ in range(trusted)]
         echo = await aiohttp_server(make_echo_app())
         api_section = api(provider.issuer) if api is not None else {}
@@ -177,6 +180,8 @@ async def make_api_stack(aiohttp_server: ServerFactory) -> AsyncIterator[ApiStac
         config = SidecarConfig.model_validate(data)
         sidecar = await aiohttp_server(create_app(config, clock=clock))
         provider.add_client(DevClient(CLIENT_ID, CLIENT_SECRET, redirect_uris=[]))
+        directory = sidecar.app[keys.AUTH_SERVICES].require_directory()
+        await asyncio.wait_for(directory.wait_ready(), 5)
         http = aiohttp.ClientSession()
         stack = ApiStack(provider, sidecar, clock, http, extra)
         made.append(stack)
@@ -362,6 +367,68 @@ async def test_two_authorization_headers_are_refused(make_api_stack: ApiStackFac
         headers=[("Authorization", f"Bearer {token}"), ("Authorization", "Bearer other")],
     ) as response:
         assert response.status == 401
+
+
+# -- opaque tokens: introspection --------------------------------------------------------------
+
+
+def introspection_api(issuer: str) -> dict[str, Any]:
+    return {"bearer": {"audiences": [issuer], "introspection": {"enabled": True}}}
+
+
+OPAQUE = {"opaque_access_tokens": True}
+
+
+async def test_opaque_token_is_introspected_and_the_answer_cached_for_a_while(
+    make_api_stack: ApiStackFactory,
+) -> None:
+    stack = await make_api_stack(api=introspection_api, provider_options=OPAQUE)
+    token = (await machine_tokens(stack.provider, stack.http))["access_token"]
+    assert token.count(".") != 2  # really opaque
+    for _ in range(3):
+        answer = await stack.bearer("/api", token)
+        assert answer.status == 200, answer.text
+        assert answer.backend_headers()["x-forwarded-user"] == ["alice"]
+    assert stack.provider.counters.introspect == 1
+    stack.clock.advance(31)  # cache_seconds: 30
+    assert (await stack.bearer("/api", token)).status == 200
+    assert stack.provider.counters.introspect == 2
+
+
+async def test_unknown_opaque_token_is_refused_and_the_refusal_cached(
+    make_api_stack: ApiStackFactory,
+) -> None:
+    stack = await make_api_stack(api=introspection_api, provider_options=OPAQUE)
+    for _ in range(2):
+        assert_invalid_token(await stack.bearer("/api", "made-up-opaque-token"))
+    assert stack.provider.counters.introspect == 1
+
+
+async def test_refresh_token_is_not_an_access_token(make_api_stack: ApiStackFactory) -> None:
+    stack = await make_api_stack(api=introspection_api, provider_options=OPAQUE)
+    refresh_token = (await machine_tokens(stack.provider, stack.http))["refresh_token"]
+    assert_invalid_token(await stack.bearer("/api", refresh_token))
+    assert stack.provider.counters.introspect == 1  # the provider said active, sidecar said no
+
+
+async def test_opaque_token_without_introspection_is_refused(
+    make_api_stack: ApiStackFactory,
+) -> None:
+    stack = await make_api_stack(api=bearer_api, provider_options=OPAQUE)
+    token = (await machine_tokens(stack.provider, stack.http))["access_token"]
+    assert_invalid_token(await stack.bearer("/api", token))
+    assert stack.provider.counters.introspect == 0
+
+
+async def test_provider_down_during_introspection_is_503_not_401(
+    make_api_stack: ApiStackFactory,
+) -> None:
+    stack = await make_api_stack(api=introspection_api, provider_options=OPAQUE)
+    token = (await machine_tokens(stack.provider, stack.http))["access_token"]
+    stack.provider.faults.down = True
+    assert (await stack.bearer("/api", token, **JSON)).status == 503
+    stack.provider.faults.down = False
+    assert (await stack.bearer("/api", token)).status == 200  # the outage was not cached
 
 
 # -- htpasswd users ---------------------------------------------------------------------------

@@ -388,6 +388,20 @@ async def test_introspection_reports_access_and_refresh_tokens(
     assert junk == {"active": False}
 
 
+async def test_opaque_access_tokens_work_at_userinfo_and_introspection(
+    client: TestClient[Any, Any], provider: DevProvider
+) -> None:
+    provider.opaque_access_tokens = True
+    access = (await sign_in(client))["access_token"]
+    assert access.count(".") != 2  # a reference, not a JWT
+    info = await client.get("/userinfo", headers={"Authorization": f"Bearer {access}"})
+    assert (await info.json())["sub"] == "alice"
+    auth = basic("app", "app-secret")
+    answer = await (await client.post("/introspect", data={"token": access}, headers=auth)).json()
+    assert (answer["active"], answer["token_type"], answer["sub"]) == (True, "Bearer", "alice")
+    assert answer["aud"] == provider.issuer
+
+
 # -- sign-in form and provider session -------------------------------------------------------
 
 
