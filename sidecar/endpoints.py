@@ -16,6 +16,7 @@ AUTH = "/auth"  # forward-auth (nginx auth_request, Traefik ForwardAuth)
 HEALTHZ = "/healthz"  # liveness
 READYZ = "/readyz"  # readiness
 JWKS = "/jwks"  # sidecar's own public keys (signed identity assertions)
+BACKCHANNEL_LOGOUT = "/backchannel_logout"  # OpenID Connect Back-Channel Logout 1.0
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,10 @@ class Endpoints:
     @property
     def jwks(self) -> str:
         return self.prefix + JWKS
+
+    @property
+    def backchannel_logout(self) -> str:
+        return self.prefix + BACKCHANNEL_LOGOUT
 
     @property
     def healthz(self) -> str:

@@ -26,6 +26,7 @@ from sidecar.auth.forward_auth import add_forward_auth_route
 from sidecar.auth.gate import make_gate
 from sidecar.auth.handlers import add_routes
 from sidecar.auth.services import AuthServices
+from sidecar.auth.session_backend import build_session_store, install_session_backend
 from sidecar.config.model import SidecarConfig
 from sidecar.endpoints import Endpoints
 from sidecar.observability.health import CheckResult
@@ -34,7 +35,6 @@ from sidecar.oidc.discovery import ProviderDirectory
 from sidecar.proxy.headers import HeaderPlan, build_header_plan
 from sidecar.session.codec import SessionCodec
 from sidecar.session.cookies import CookiePolicy, is_own_cookie
-from sidecar.session.store import CookieSessionStore
 
 __all__ = ["build_services", "setup"]
 
@@ -54,7 +54,7 @@ def build_services(
         clock=clock,
         codec=codec,
         policy=policy,
-        store=CookieSessionStore(codec, policy, config.session),
+        store=build_session_store(config, codec, policy),
         endpoints=Endpoints(config.auth.prefix),
         header_plan=header_plan or build_header_plan(config),
     )
@@ -112,4 +112,5 @@ def setup(app: web.Application, config: SidecarConfig, clock: Callable[[], float
     app[keys.READINESS].append(partial(_readiness, services))
     app.cleanup_ctx.append(_provider_context(services))
     add_routes(app, services)
+    install_session_backend(app, services)
     add_forward_auth_route(app, services)

@@ -131,6 +131,9 @@ class RedisSessionStore:
         token_bytes: Callable[[int], bytes] = secrets.token_bytes,
         key_cache_size: int = KEY_CACHE_SIZE,
     ) -> None:
+        self.client = client
+        self.health = health
+        self.key_prefix = key_prefix
         self._client = client
         self._codec = codec
         self._policy = policy
@@ -207,6 +210,10 @@ class RedisSessionStore:
         if known is None or session.expires_at <= now:
             return False
         return await self._write(session, known[1], now=now, mode="update") in (1, 2)
+
+    async def delete(self, session_id: str) -> None:
+        """End session `session_id` (a refresh the provider rejected ends it everywhere)."""
+        await self._call(lambda: self._client.delete(self._session_key(session_id)))
 
     async def end_sessions(self, *, sid: str | None, sub: str | None, now: float) -> int:
         """Delete every session of provider session `sid` and/or user `sub` (both: those of
