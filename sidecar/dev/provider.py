@@ -161,6 +161,8 @@ class DevProvider:
         }
         for path, role in shape.new_routes(taken):
             handler, methods = handlers[role]
+            if role == "token_endpoint":
+                handler = shape.shaped_token_handler(handler)
             for method in methods:
                 app.router.add_route(method, path, handler)
         for method, path, body in shape.api_routes():

@@ -92,6 +92,7 @@ class ProviderShape:
     access_token_prefix: str | None = None  # opaque access tokens, e.g. gho_
     audience_param: bool = False  # an `audience` authorize parameter sets the access token aud
     extra_token_response: Mapping[str, Any] = field(default_factory=dict)
+    token_errors_with_200: bool = False  # GitHub: token endpoint errors come with HTTP 200
 
     # -- what the shape is --------------------------------------------------------------------
 
@@ -189,13 +190,17 @@ class ProviderShape:
         return claims
 
     def build_userinfo(self, user: Mapping[str, Any], scopes: frozenset[str]) -> dict[str, Any]:
-        """The recorded userinfo body, each field the signed-in user's where they have it."""
+        """The recorded userinfo body, each field the signed-in user's where they have it; a
+        field the ID token recording has but the user lacks is left out (a test removed it)."""
         released = self.release(user, scopes)
         body: dict[str, Any] = {}
         for name, recorded in self.userinfo.items():
             if self.claims_by_scope.get(name) is not None and name not in released:
                 continue
-            body[name] = user.get(name, recorded)
+            if name in user:
+                body[name] = user[name]
+            elif self.openid and name not in self.id_token_claims:
+                body[name] = recorded  # a userinfo-only field (given_name, locale, ...)
         return body
 
     def issues_refresh_token(self, scopes: frozenset[str], params: Mapping[str, str]) -> bool:
@@ -266,6 +271,19 @@ class ProviderShape:
             served[path] = role
             found.append((path, role))
         return found
+
+    def shaped_token_handler(self, handler: Handler) -> Handler:
+        """The token endpoint handler, answering errors with HTTP 200 where the provider does."""
+        if not self.token_errors_with_200:
+            return handler
+
+        async def token(request: Any) -> Any:
+            response = await handler(request)
+            if response.status == 400:  # an OAuth error body: keep it, say 200 like GitHub
+                response.set_status(200)
+            return response
+
+        return token
 
     def api_routes(self) -> list[tuple[str, str, Any]]:
         """(method, path, JSON body) of the API answers the shape replays."""

@@ -10,6 +10,7 @@ id and secret, the upstream; `server.public_url` is dropped (tests speak plain h
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -81,9 +82,11 @@ def config_from_guide(
     upstream: str,
     edit: Callable[[dict[str, Any]], None] | None = None,
 ) -> SidecarConfig:
-    """The guide's config with the values a user changes replaced for this test stack (and
-    `edit` applied to the YAML data, for tests that vary one setting)."""
+    """The guide's config with the values a user changes replaced for this test stack (after
+    `edit`, which changes the YAML data as a user would, for tests that vary one setting)."""
     data: dict[str, Any] = yaml.safe_load(guide_yaml(name, variant))
+    if edit is not None:
+        edit(data)
     data["upstream"] = upstream
     data.get("server", {}).pop("public_url", None)
     provider = data["provider"]
@@ -94,8 +97,6 @@ def config_from_guide(
         if isinstance(provider.get(section), dict):
             provider[section][key] = rewrite_url(provider[section].get(key, default), origin)
     provider["client_id"] = CLIENT_ID
-    if edit is not None:
-        edit(data)
     return parse_config_text(
         yaml.safe_dump(data, sort_keys=False), source=f"docs/providers/{name}.md", env=ENV
     )
@@ -157,6 +158,13 @@ class ShapeStack:
         )
 
 
+def jwt_payload(token: str) -> dict[str, Any]:
+    """A JWT's claims, unverified (to look at what the backend was given)."""
+    part = token.split(".")[1]
+    payload: dict[str, Any] = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+    return payload
+
+
 def seen_headers(hop: Hop) -> dict[str, str]:
     """The request headers the echo backend received (names lower-cased)."""
     return {name.lower(): value for name, value in hop.json()["headers"]}
@@ -178,6 +186,7 @@ async def make_shape_stack(
         variant: str | None = None,
         user: Mapping[str, Any] | None = None,
         edit: Callable[[dict[str, Any]], None] | None = None,
+        wait_ready: bool = True,
     ) -> ShapeStack:
         shape = shape or load(name)
         clock = FakeClock()
@@ -204,7 +213,8 @@ async def make_shape_stack(
                 auth_method=config.provider.token_endpoint_auth_method,
             )
         )
-        await asyncio.wait_for(stack.services.require_directory().wait_ready(), 5)
+        if wait_ready:
+            await asyncio.wait_for(stack.services.require_directory().wait_ready(), 5)
         return stack
 
     yield make
