@@ -314,7 +314,12 @@ class ReloadingServer:
             "configuration reloaded (%s): %s changed; new requests use it",
             trigger,
             ", ".join(changed) or "nothing",
-            extra={"event": "config_reloaded", "changed": changed, "generation": self._count},
+            extra={
+                "event": "config_reloaded",
+                "changed": changed,
+                "generation": self._count,
+                "pid": os.getpid(),
+            },
         )
         return ReloadResult("applied")
 

@@ -136,6 +136,8 @@ _SUPERVISOR_SIGNALS = _STOP_SIGNALS | {signal.SIGCHLD, signal.SIGHUP}
 
 
 def _worker_main(config: SidecarConfig, worker: int, config_path: str | None) -> None:
+    # A SIGHUP passed on before this worker's loop handles it must not end the worker.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _SUPERVISOR_SIGNALS)
     run_coroutine(run_until_signalled(config, worker=worker, config_path=config_path))
 

@@ -504,3 +504,44 @@ async def test_sighup_reloads_the_running_process(
                 await process.wait()
         await logs.close()
     assert process.returncode == 0
+
+
+async def test_sighup_to_the_supervisor_reloads_every_worker(
+    tmp_path: Path, aiohttp_server: ServerFactory
+) -> None:
+    a = await aiohttp_server(named_backend("a"))
+    b = await aiohttp_server(named_backend("b"))
+    port = free_port()
+    server = {"listen": f"127.0.0.1:{port}", "watch_config": False, "workers": 2}
+    path = tmp_path / "sidecar.yaml"
+    write_config(path, {"version": 1, "server": server, "upstream": str(a.make_url(""))})
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sidecar", "run", "-c", str(path), stderr=asyncio.subprocess.PIPE
+    )
+    logs = LogReader(process)
+    try:
+        started = [
+            await logs.wait_for(lambda e, n=n: message_starts("sidecar ")(e) and e["worker"] == n)
+            for n in (0, 1)
+        ]
+        write_config(path, {"version": 1, "server": server, "upstream": str(b.make_url(""))})
+        process.send_signal(signal.SIGHUP)
+        reloaded: set[int] = set()
+        async with asyncio.timeout(DEADLINE_SECONDS):
+            while len(reloaded) < 2:
+                await logs.wait_for(message_starts("configuration reloaded"))
+                reloaded = {
+                    int(entry["pid"])
+                    for entry in logs.lines
+                    if str(entry.get("message", "")).startswith("configuration reloaded")
+                }
+                if len(reloaded) < 2:
+                    await asyncio.sleep(0.01)
+        assert reloaded == {entry["pid"] for entry in started}
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(DEADLINE_SECONDS):
+                await process.wait()
+        await logs.close()
+    assert process.returncode == 0
