@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -128,6 +130,7 @@ class Stack:
         self.dir = directory
         directory.chmod(0o755)  # nginx and Apache workers run as nobody / www-data
         self.services: list[Service] = []
+        self.cleanup: list[Path] = []  # directories outside `directory` to remove on close
 
     def add(self, service: Service) -> Service:
         self.services.append(service)
@@ -137,26 +140,26 @@ class Stack:
         for service in reversed(self.services):
             service.stop()
         self.services.clear()
+        for path in self.cleanup:
+            shutil.rmtree(path, ignore_errors=True)
+        self.cleanup.clear()
 
     # --- nginx: the fast backend ----------------------------------------------------------------
 
     async def start_nginx(self, *, large_file_bytes: int) -> Service:
         port = free_port()
-        for sub in (
-            "nginx-client-body",
-            "nginx-proxy",
-            "nginx-fastcgi",
-            "nginx-uwsgi",
-            "nginx-scgi",
-        ):
+        for sub in ("nginx-proxy", "nginx-fastcgi", "nginx-uwsgi", "nginx-scgi"):
             (self.dir / sub).mkdir(exist_ok=True)
+        body_temp = Path(tempfile.mkdtemp(prefix="sidecar-bench-body-", dir="/dev/shm"))
+        os.chmod(body_temp, 0o777)  # nginx's workers (nobody) write upload bodies there
+        self.cleanup.append(body_temp)
         large = self.dir / "large.bin"
         with large.open("wb") as handle:  # sparse: served from the page cache, costs no disk
             handle.truncate(large_file_bytes)
         conf = self.dir / "nginx.conf"
         conf.write_text(
             Template((TEMPLATES / "nginx.conf").read_text()).substitute(
-                dir=self.dir, port=port, echo_module=NGINX_ECHO_MODULE
+                dir=self.dir, port=port, echo_module=NGINX_ECHO_MODULE, body_temp=body_temp
             )
         )
         service = self.add(
@@ -182,6 +185,11 @@ class Stack:
 
         await _wait_until(service, ready, what=f"GET {service.url}/", seconds=START_TIMEOUT_SECONDS)
         return service
+
+    def last_upload_bytes(self) -> int:
+        """Bytes nginx read for the last /upload, request line and headers included (its log)."""
+        lines = (self.dir / "nginx-upload.log").read_text().split()
+        return int(lines[-1]) if lines else -1
 
     # --- oidc-provider (the e2e harness's provider.mjs) -----------------------------------------
 
