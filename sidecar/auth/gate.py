@@ -2,7 +2,11 @@
 
 Per request, first the route (`sidecar.routing`): the path is normalised as the backend will see
 it (an ambiguous one is refused with 400) and matched against the compiled `routes`; a public
-route passes at once, without looking at cookies. Otherwise: cookies → `store.load` →
+route passes at once, without looking at cookies; so does a CORS preflight on a route with
+`cors_preflight: true`. A program's own credential (`Authorization: Bearer` on a route that takes
+bearer tokens, `Basic` for htpasswd users; see `sidecar.auth.api_clients`) is checked next and,
+when present, decides alone: valid, the route's policy applies to its identity; invalid, 401 JSON,
+never a sign-in redirect. Otherwise: cookies → `store.load` →
 `Session | None` → refresh when due (one refresh per session, see `sidecar.auth.refresh`) →
 identity headers. A request without a usable session is
 stopped: a browser's GET/HEAD is sent to sign in (straight to the provider, or to the sign-in page
@@ -12,6 +16,8 @@ provider rejects ends the session; a provider outage keeps it while its access t
 valid. A signed-in user is then checked against the route's policy (`sidecar.policy.decide`);
 one it denies gets a 403 page naming the account and offering sign-out (JSON for programs).
 The decision, the route and the reasons go to the access log with the user's sub and email.
+Identity headers, and the signed identity assertion where the route (or the default) asks for it
+(`sidecar.assertion`), are returned for the one upstream header builder to add.
 """
 
 from __future__ import annotations
@@ -112,8 +118,8 @@ def is_api_request(request: web.Request, *, method: str | None = None) -> bool:
     method = method or request.method
     if method not in ("GET", "HEAD") or wants_json(request.headers, method):
         return True
-    if "Authorization" in request.headers:  # browsers send none unasked: this is a program
-        return True
+    if request.headers.get("Authorization", "")[:7].lower() == "bearer ":
+        return True  # browsers never send a bearer token on their own: this is a program
     mode = request.headers.get("Sec-Fetch-Mode")
     return mode is not None and mode.lower() not in _NAVIGATION_MODES
 

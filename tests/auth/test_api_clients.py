@@ -332,6 +332,17 @@ async def test_bearer_token_on_a_route_without_bearer_is_unauthenticated(
     assert answer.headers["WWW-Authenticate"] == 'Bearer realm="sidecar"'
 
 
+async def test_browser_sending_the_backends_basic_credentials_is_still_sent_to_sign_in(
+    make_api_stack: ApiStackFactory,
+) -> None:
+    stack = await make_api_stack(api=bearer_api)  # no htpasswd: Basic belongs to the backend
+    answer = await stack.call(
+        "/elsewhere", headers={"Authorization": basic("me", "pw"), "Accept": "text/html"}
+    )
+    assert answer.status == 302
+    assert answer.headers["Location"].startswith(stack.provider.url("/authorize"))
+
+
 async def test_bearer_everywhere_when_enabled_globally(make_api_stack: ApiStackFactory) -> None:
     stack = await make_api_stack(
         api=lambda issuer: {"bearer": {"enabled": True, "audiences": [issuer]}}, routes=[]
