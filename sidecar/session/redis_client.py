@@ -6,9 +6,10 @@ unix://) or a master found through Sentinel, TLS with certificate checking when 
 `rediss://` URL or `tls.enabled`), short connect and command timeouts, and one quick retry so that
 pooled connections broken by a Redis restart are replaced on the next command instead of failing
 it. `RedisHealth` records whether the last command got through; the readiness check reads it and a
-small background task pings while the app runs (`run_pings`). `redis_errors` is the tuple of
-exceptions that mean "Redis is unreachable" (as opposed to a bug), which callers turn into
-`SessionStoreUnavailableError`. Passwords live only in the client; nothing here logs them.
+small background task pings while the app runs (`run_pings`); `close_redis` closes it all.
+`REDIS_ERRORS` is the tuple of exceptions that mean "Redis is unreachable" (as opposed to a bug),
+which callers turn into `SessionStoreUnavailableError`. Passwords live only in the client;
+nothing here logs them.
 """
 
 from __future__ import annotations
@@ -105,6 +106,14 @@ def build_redis(config: RedisConfig) -> RedisClient:
         sentinel_config.master, username=config.username, password=password, db=config.db
     )
     return master
+
+
+async def close_redis(client: RedisClient) -> None:
+    """Close `client` and, in Sentinel mode, its connections to the sentinels too."""
+    await client.aclose()
+    manager = getattr(client.connection_pool, "sentinel_manager", None)
+    for sentinel_client in getattr(manager, "sentinels", ()):
+        await sentinel_client.aclose()
 
 
 def describe_target(config: RedisConfig) -> str:

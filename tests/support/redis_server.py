@@ -3,8 +3,9 @@
 `RedisServer.start()` runs `redis-server` without persistence (unless `persistent=True`: an
 append-only file fsynced on every write, so `stop()` then `start()` on the same port keeps the
 data, as a real restart does), waits until it answers PING and `stop()` ends it (SIGTERM, then
-SIGKILL). The `redis_server` fixture (registered in tests/conftest.py) skips when `redis-server`
-is not installed, except in CI (env `CI` set), where a missing Redis is a failure.
+SIGKILL); `arguments` adds to its command line (TLS, passwords). The `redis_server` fixture
+(registered in tests/conftest.py) skips when `redis-server` is not installed, except in CI (env
+`CI` set), where a missing Redis is a failure.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -45,9 +47,12 @@ def require_redis() -> None:
 class RedisServer:
     """One redis-server process on 127.0.0.1:`port`, data under `directory`."""
 
-    def __init__(self, directory: Path, *, persistent: bool = False) -> None:
+    def __init__(
+        self, directory: Path, *, persistent: bool = False, arguments: Sequence[str] = ()
+    ) -> None:
         self.directory = directory
         self.persistent = persistent
+        self.extra_arguments = list(arguments)
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -77,7 +82,7 @@ class RedisServer:
             arguments += ["--appendonly", "yes", "--appendfsync", "always"]
         else:
             arguments += ["--appendonly", "no"]
-        return arguments
+        return arguments + self.extra_arguments
 
     def start(self) -> None:
         """Start (or restart, on the same port and directory) and wait until it answers."""
@@ -102,7 +107,7 @@ class RedisServer:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
                     sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
+                    if sock.recv(16).startswith((b"+PONG", b"-NOAUTH")):
                         return True
             except OSError:
                 pass
