@@ -8,6 +8,10 @@ exactly as the gate does (`sidecar.auth.gate.resolve_session`); a refreshed or c
 comes back as `Set-Cookie` (and, since nginx passes on only one `Set-Cookie` of a subrequest, also
 numbered as `X-Auth-Request-Set-Cookie-1`, `-2`, ...).
 
+A program's own credential (a bearer token on a route that takes them, an htpasswd user's Basic
+credentials) is checked as at the gate (`sidecar.auth.api_clients`): 202 with its identity, 403
+when the policy denies it, 401 JSON when it is invalid.
+
 Which request is asked about: its method, scheme, host and URI come from `X-Forwarded-Method` /
 `-Proto` / `-Host` / `-Uri` (Traefik) or `X-Original-Method` and `X-Original-URL` (nginx
 convention, a full URL or a path), believed only when the direct peer is in
@@ -36,6 +40,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from sidecar import keys
+from sidecar.auth.api_clients import ApiClient, insufficient
 from sidecar.auth.gate import WWW_AUTHENTICATE, forbidden, is_api_request, resolve_session
 from sidecar.auth.identity_headers import build_auth_request_headers
 from sidecar.auth.origin import build_origin
@@ -47,7 +52,7 @@ from sidecar.errors import ForbiddenError, NotAuthenticatedError
 from sidecar.pages import SIGN_IN_TEMPLATE, render_page
 from sidecar.policy import decide
 from sidecar.routing import Route, RouteTable, normalize_path
-from sidecar.session.model import Session
+from sidecar.session.model import Session, Tokens
 
 _METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}")
 _ABSOLUTE_URL = re.compile(
@@ -234,6 +239,10 @@ class ForwardAuth:
             public = decide(route, None, authenticated_via="session")
             fields.update(_log_fields(None, public.outcome, (*ignored, *public.reasons)))
             return web.Response(status=202, headers=[NO_STORE])
+        api = self.services.api_clients  # a program's own credential, as at the gate
+        client = await api.authenticate(request, route) if api is not None else None
+        if client is not None:
+            return self.admit_api_client(request, route, client, ignored)
         resolution = await resolve_session(request, self.services)
         session = resolution.session
         cookies = _cookie_headers(resolution.set_cookies)
@@ -251,6 +260,23 @@ class ForwardAuth:
             session.identity, session.tokens, self.services.config.headers
         )
         return web.Response(status=202, headers=[*identity, *cookies, NO_STORE])
+
+    def admit_api_client(
+        self, request: web.Request, route: Route, client: ApiClient, ignored: tuple[str, ...]
+    ) -> web.Response:
+        """202 with the identity of a program's valid bearer token or htpasswd credential when
+        the route's policy allows it, else 403 JSON (see `sidecar.auth.api_clients`)."""
+        identity = client.identity
+        decision = decide(route, identity, authenticated_via=client.via)
+        outcome = "allow" if decision.allowed else "forbidden"
+        fields = _log_fields(None, outcome, (*ignored, *decision.reasons))
+        fields.update(user=identity.user, sub=identity.sub)
+        request[keys.ACCESS_LOG_FIELDS].update(fields)
+        if not decision.allowed:
+            raise insufficient(request, client)
+        tokens = Tokens(access_token=client.access_token) if client.access_token else None
+        headers = build_auth_request_headers(identity, tokens, self.services.config.headers)
+        return web.Response(status=202, headers=[*headers, NO_STORE])
 
     def sign_in_url(self, request: web.Request, original: OriginalRequest | None) -> str:
         """`<prefix>/start?rd=<original URL>`; without a safe original URL, `rd=/`."""

@@ -380,6 +380,48 @@ async def test_two_authorization_headers_are_refused(make_api_stack: ApiStackFac
         assert response.status == 401
 
 
+# -- forward-auth: the same credentials at /oauth2/auth ----------------------------------------
+
+
+def forwarded(uri: str, method: str = "GET") -> dict[str, str]:
+    """What nginx / Traefik send to /oauth2/auth about the original request."""
+    return {
+        "X-Forwarded-Method": method,
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": "app.example.com",
+        "X-Forwarded-Uri": uri,
+    }
+
+
+async def test_forward_auth_admits_a_bearer_token_with_auth_request_headers(
+    make_api_stack: ApiStackFactory,
+) -> None:
+    stack = await make_api_stack(api=bearer_api, server={"trusted_proxies": ["127.0.0.1/32"]})
+    token = (await machine_tokens(stack.provider, stack.http))["access_token"]
+    answer = await stack.bearer("/oauth2/auth", token, **forwarded("/api/items"))
+    assert answer.status == 202, answer.text
+    assert answer.headers["X-Auth-Request-User"] == "alice"
+    denied = await stack.bearer("/oauth2/auth", token, **forwarded("/admin-api/x"))
+    assert denied.status == 403
+    refused = await stack.bearer("/oauth2/auth", token + "x", **forwarded("/api/items"))
+    assert_invalid_token(refused)
+    # a route without bearer: the token is ignored, nobody is signed in
+    elsewhere = await stack.bearer("/oauth2/auth", token, **forwarded("/elsewhere"))
+    assert elsewhere.status == 401
+
+
+async def test_forward_auth_admits_an_htpasswd_user(make_api_stack: ApiStackFactory) -> None:
+    stack = await make_api_stack(
+        api=htpasswd_api, routes=BASIC_ROUTES, server={"trusted_proxies": ["127.0.0.1/32"]}
+    )
+    answer = await stack.call(
+        "/oauth2/auth",
+        headers={"Authorization": basic("ci", PASSWORD), **forwarded("/admin-api/deploy")},
+    )
+    assert answer.status == 202, answer.text
+    assert answer.headers["X-Auth-Request-Groups"] == "admins"
+
+
 # -- opaque tokens: introspection --------------------------------------------------------------
 
 
