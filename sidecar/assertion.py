@@ -11,8 +11,8 @@ with `iss` (sidecar's public origin), `aud` (the upstream URL unless configured)
 The gate adds it to the identity headers, the one list the upstream header builder adds; the
 builder strips any client-sent copy of the header first.
 
-Signing is done straight with `cryptography` (about 30 µs for ES256, against 160 µs through a
-general JOSE library), and an assertion is reused for `REUSE_SECONDS` for the same identity and
+Signing is done straight with `cryptography` (30-50 µs for ES256, against about 160 µs through
+a general JOSE library), and an assertion is reused for `REUSE_SECONDS` for the same identity and
 audience (bounded LRU), so a busy user's requests mostly cost a dictionary lookup. A reused
 assertion is at most `REUSE_SECONDS` older than a fresh one; its `exp` is unchanged.
 """

@@ -351,6 +351,18 @@ async def test_bearer_everywhere_when_enabled_globally(make_api_stack: ApiStackF
     assert (await stack.bearer("/anything", token)).status == 200
 
 
+async def test_a_route_can_refuse_bearer_tokens_that_are_on_globally(
+    make_api_stack: ApiStackFactory,
+) -> None:
+    stack = await make_api_stack(
+        api=lambda issuer: {"bearer": {"enabled": True, "audiences": [issuer]}},
+        routes=[{"path": "/browser-only", "bearer": False}],
+    )
+    token = (await machine_tokens(stack.provider, stack.http))["access_token"]
+    assert (await stack.bearer("/browser-only", token)).status == 401
+    assert (await stack.bearer("/other", token)).status == 200
+
+
 async def test_route_policy_applies_to_bearer_identity(make_api_stack: ApiStackFactory) -> None:
     stack = await make_api_stack(api=bearer_api)
     token = (await machine_tokens(stack.provider, stack.http))["access_token"]

@@ -35,6 +35,16 @@ class Clock:
         return self.now
 
 
+@given(st.text(max_size=500))
+def test_parse_htpasswd_accepts_or_names_a_line_never_crashes(text: str) -> None:
+    try:
+        users = parse_htpasswd(text)
+    except HtpasswdError as exc:
+        assert str(exc).startswith("line ")
+    else:
+        assert all(hashed.startswith((b"$2y$", b"$2b$")) for hashed in users.values())
+
+
 def test_parse_accepts_2y_and_2b_and_skips_comments() -> None:
     text = f"# machine users\n\nci:{HASH_2Y}\ndeploy:{HASH_2B}\n"
     users = parse_htpasswd(text)
