@@ -164,7 +164,7 @@ class ApiClients:
         fields.update(decision="deny", reasons=f"{reason},user-unauthenticated")
         fields["error"] = InvalidTokenError.code
         # The detail names the failed check (exp, aud, signature, ...); never the token itself.
-        log.info("credential refused: %s%s", reason, f": {detail}" if detail else "")
+        log.info("credential refused: %s%s", reason, f": {detail[:200]}" if detail else "")
         return json_error(
             request,
             401,

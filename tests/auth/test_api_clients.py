@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -291,6 +292,18 @@ async def test_forged_and_unsigned_tokens_are_refused(make_api_stack: ApiStackFa
     tampered = f"{head}.{_b64(json.dumps(tampered_claims).encode())}.{signature}"
     for bad in (forged, unsigned, tampered, "not-a-jwt", token + "x"):
         assert_invalid_token(await stack.bearer("/api", bad))
+
+
+async def test_refused_tokens_never_reach_the_log(
+    make_api_stack: ApiStackFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    stack = await make_api_stack(api=lambda issuer: {"bearer": {"audiences": ["https://api.x"]}})
+    token = (await machine_tokens(stack.provider, stack.http))["access_token"]
+    caplog.set_level(logging.DEBUG)
+    assert_invalid_token(await stack.bearer("/api", token))
+    assert "credential refused: bearer-invalid: aud" in caplog.text
+    for part in token.split("."):
+        assert part not in caplog.text
 
 
 async def test_token_from_an_untrusted_issuer_is_refused(make_api_stack: ApiStackFactory) -> None:
