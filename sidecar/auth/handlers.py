@@ -23,11 +23,17 @@ from sidecar.auth.gate import WWW_AUTHENTICATE, resolve_session
 from sidecar.auth.redirects import check_redirect
 from sidecar.auth.services import AuthServices
 from sidecar.auth.sign_in import NO_STORE, begin_sign_in, complete_sign_in, log_event
-from sidecar.errors import LoginError, NotAuthenticatedError, ProviderUnavailableError
+from sidecar.errors import (
+    LoginError,
+    NotAuthenticatedError,
+    ProviderUnavailableError,
+    SessionStoreUnavailableError,
+)
 from sidecar.oidc.flow import build_end_session_url, parse_callback
 from sidecar.pages import render_page, status_title
 from sidecar.session.attempts import LoginAttempt, take_attempt
 from sidecar.session.cookies import build_clear_cookies
+from sidecar.session.model import Session
 
 SIGN_IN_FAILED_TEMPLATE = "sign_in_failed.html"
 SIGN_OUT_TEMPLATE = "sign_out.html"
@@ -193,8 +199,13 @@ class AuthHandlers:
     async def _signed_out(self, request: web.Request, origin: str, target: str) -> web.Response:
         services = self.services
         now = services.clock()
-        session = await services.store.load(request.cookies, now=now)
-        await services.store.clear(request.cookies, now=now)  # server-side stores end it here
+        session: Session | None = None
+        try:
+            session = await services.store.load(request.cookies, now=now)
+            await services.store.clear(request.cookies, now=now)  # server-side stores end it here
+        except SessionStoreUnavailableError as exc:
+            # Redis is down: the browser still forgets the session (and learns where to go).
+            log_event(request, "sign_out_store_failed", reason=exc.code)
         set_cookies = build_clear_cookies(services.policy, request.cookies.keys())
         location = target
         directory = services.directory

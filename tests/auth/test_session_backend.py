@@ -143,3 +143,17 @@ async def test_readiness_names_the_session_store(
     ready = await get(browser, stack.sidecar, "/oauth2/readyz")
     assert ready.status == 200
     assert ready.json()["checks"]["session_store"] == {"ok": True, "detail": "redis reachable"}
+
+
+async def test_sign_out_during_a_redis_outage_still_clears_the_browser(
+    make_stack: StackFactory, redis_server: RedisServer
+) -> None:
+    stack = await make_stack(**redis_mode(redis_server))
+    browser = await stack.browser()
+    await stack.sign_in(browser)
+    redis_server.stop()
+    hops = await browser.follow(
+        stack.url("/oauth2/sign_out"), method="POST", headers={"Origin": stack.origin}
+    )
+    assert hops[0].status == 303
+    assert not browser.has_session()
