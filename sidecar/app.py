@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from sidecar import keys
+from sidecar.carry_over import CarryOver
 from sidecar.config.model import SidecarConfig
 from sidecar.error_adapter import make_error_middleware
 from sidecar.gating import never_own_cookie, open_gate
@@ -98,9 +99,10 @@ def create_app(
     *,
     clock: Callable[[], float] = time.time,
     metrics: Metrics | None = None,
+    carry_over: CarryOver | None = None,
 ) -> web.Application:
-    """Build the whole application for `config`; nothing is built anywhere else. `metrics` is
-    given when the app replaces another on a config reload (counters carry on), else new."""
+    """Build the whole application for `config`; nothing is built anywhere else. `metrics` and
+    `carry_over` are given when the app replaces another on a config reload, else new."""
     server = config.server
     metrics = metrics if metrics is not None else Metrics()
     app = web.Application(
@@ -117,6 +119,7 @@ def create_app(
     app[keys.CONFIG] = config
     app[keys.CLOCK] = clock
     app[keys.METRICS] = metrics
+    app[keys.CARRY_OVER] = carry_over if carry_over is not None else CarryOver()
     app[keys.HEADER_PLAN] = build_header_plan(config)
     app[keys.GATE] = open_gate
     app[keys.IS_OWN_COOKIE] = never_own_cookie

@@ -16,6 +16,7 @@ from sidecar.config.model import SidecarConfig
 
 if TYPE_CHECKING:
     from sidecar.auth.services import AuthServices
+    from sidecar.carry_over import CarryOver
     from sidecar.gating import Gate
     from sidecar.observability.health import ReadinessCheck
     from sidecar.observability.metrics import Metrics
@@ -48,5 +49,7 @@ upstream, ...). The observability middleware puts an empty dict here first; anyo
 
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 """The Prometheus metrics (sidecar.observability.metrics), one per server, kept across reloads."""
+CARRY_OVER: web.AppKey[CarryOver] = web.AppKey("carry_over")
+"""Process-lifetime objects every configuration generation shares (sidecar.carry_over)."""
 REQUEST_METRICS: web.RequestKey[Metrics] = web.RequestKey("request_metrics")
 """The metrics the access-log path feeds for this request (set by the observability middleware)."""

@@ -14,10 +14,12 @@ down and cleaned up (pool and provider client closed) once its last request has 
 is simpler and safer than swapping parts of one app: nothing is ever half-updated, and the old
 generation is untouched until it is idle.
 
-What carries over: the metrics (one `Metrics` object for every generation) and the sessions,
-because cookies are decoded with keys derived from `session.secrets` — the same secrets decode the
-same cookies; a secret removed from the list ends the sessions it encrypted. What does not: the
-refresh single-flight/grace cache (per generation), and settings that belong to the listening
+What carries over: the metrics (one `Metrics` object for every generation), what components keep
+in the shared `CarryOver` (the per-process back-channel logout revocations, so a revoked session
+stays revoked), and the sessions, because cookies are decoded with keys derived from
+`session.secrets` — the same secrets decode the same cookies; a secret removed from the list ends
+the sessions it encrypted. What does not: the refresh single-flight/grace cache (per generation;
+with the Redis store the refresh lock is shared anyway), and settings that belong to the listening
 socket or the process (`server.listen`, `internal_listen`, `workers`, the parser limits,
 `shutdown_grace_seconds`): a change to those is logged as needing a restart and is ignored.
 
@@ -44,6 +46,7 @@ from aiohttp import web
 
 from sidecar import keys
 from sidecar.app import create_app
+from sidecar.carry_over import CarryOver
 from sidecar.config.load import load_config
 from sidecar.config.model import SidecarConfig
 from sidecar.errors import ConfigError
@@ -188,6 +191,7 @@ class ReloadingServer:
     ) -> None:
         self.path = Path(path) if path is not None else None
         self.metrics = metrics if metrics is not None else Metrics()
+        self.carry_over = CarryOver()
         self._env = env
         self._clock = clock
         self._ready_timeout = ready_timeout_seconds
@@ -200,7 +204,9 @@ class ReloadingServer:
         self._fingerprint = fingerprint(self.path) if self.path is not None else None
 
     def _build(self, config: SidecarConfig) -> web.Application:
-        return create_app(config, clock=self._clock, metrics=self.metrics)
+        return create_app(
+            config, clock=self._clock, metrics=self.metrics, carry_over=self.carry_over
+        )
 
     @property
     def app(self) -> web.Application:

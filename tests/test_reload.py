@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,12 @@ import pytest
 import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from joserfc import jwt
 from support.echo import HOLD_RELEASE
 
 from sidecar import keys
 from sidecar.app import build_handler_args
+from sidecar.auth.backchannel import LOGOUT_EVENT
 from sidecar.config.load import load_config
 from sidecar.dev.provider import DevProvider
 from sidecar.dev.provider_clients import DevClient
@@ -335,6 +338,75 @@ async def test_sessions_survive_a_reload_unless_the_keys_are_rotated_away(
             assert (await reloading.reload()).outcome == "applied"
             async with browser.get(url + "/echo", headers=api) as response:
                 assert response.status == 401
+    finally:
+        await runner.cleanup()
+        await provider.stop()
+
+
+async def test_a_session_revoked_by_back_channel_logout_stays_revoked_after_a_reload(
+    tmp_path: Path,
+    echo_server: TestServer,
+) -> None:
+    provider = DevProvider(auto_login=ALICE)
+    await provider.start()
+    port = free_port()
+    base = {
+        "version": 1,
+        "upstream": str(echo_server.make_url("")),
+        "provider": {
+            "issuer": provider.issuer,
+            "client_id": CLIENT_ID,
+            "client_secret": CLIENT_SECRET,
+        },
+        "session": {"secret": SECRET_A},
+    }
+    provider.add_client(
+        DevClient(
+            CLIENT_ID, CLIENT_SECRET, redirect_uris=[f"http://127.0.0.1:{port}/oauth2/callback"]
+        )
+    )
+    path = tmp_path / "sidecar.yaml"
+    write_config(path, base)
+    config = load_config(path)
+    reloading = ReloadingServer(config, path=path, ready_timeout_seconds=10)
+    runner = ReloadingRunner(reloading, handler_args=build_handler_args(config))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with asyncio.timeout(DEADLINE_SECONDS):
+            while not reloading.current.ready():
+                await asyncio.sleep(0.01)
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+            async with browser.get(url + "/echo") as response:
+                assert response.status == 200
+            cookie = "; ".join(f"{c.key}={c.value}" for c in browser.cookie_jar)
+        now = int(time.time())
+        token = jwt.encode(
+            {"alg": "RS256", "kid": provider.keys.current_kid, "typ": "logout+jwt"},
+            {
+                "iss": provider.issuer,
+                "aud": CLIENT_ID,
+                "iat": now,
+                "exp": now + 120,
+                "jti": "logout-1",
+                "events": {LOGOUT_EVENT: {}},
+                "sub": "alice",
+            },
+            provider.keys.current,
+        )
+        headers = {"Cookie": cookie, "Accept": "application/json"}
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
+            async with http.post(
+                url + "/oauth2/backchannel_logout", data={"logout_token": token}
+            ) as response:
+                assert response.status == 200
+            async with http.get(url + "/echo", headers=headers) as response:
+                assert response.status == 401  # revoked
+            write_config(path, {**base, "routes": [{"path": "/open", "access": "public"}]})
+            assert (await reloading.reload()).outcome == "applied"
+            async with http.get(url + "/echo", headers=headers) as response:
+                assert response.status == 401  # the new configuration remembers the revocation
     finally:
         await runner.cleanup()
         await provider.stop()

@@ -27,6 +27,7 @@ from sidecar.auth.gate import make_gate
 from sidecar.auth.handlers import add_routes
 from sidecar.auth.services import AuthServices
 from sidecar.auth.session_backend import build_session_store, install_session_backend
+from sidecar.carry_over import CarryOver
 from sidecar.config.model import SidecarConfig
 from sidecar.endpoints import Endpoints
 from sidecar.observability.health import CheckResult
@@ -40,7 +41,11 @@ __all__ = ["build_services", "setup"]
 
 
 def build_services(
-    config: SidecarConfig, clock: Callable[[], float], *, header_plan: HeaderPlan | None = None
+    config: SidecarConfig,
+    clock: Callable[[], float],
+    *,
+    header_plan: HeaderPlan | None = None,
+    carry_over: CarryOver | None = None,
 ) -> AuthServices:
     """Everything sign-in needs that can be built before the app runs."""
     if config.provider is None or config.session is None:
@@ -54,7 +59,7 @@ def build_services(
         clock=clock,
         codec=codec,
         policy=policy,
-        store=build_session_store(config, codec, policy),
+        store=build_session_store(config, codec, policy, carry_over=carry_over),
         endpoints=Endpoints(config.auth.prefix),
         header_plan=header_plan or build_header_plan(config),
     )
@@ -95,7 +100,9 @@ def _readiness(services: AuthServices) -> CheckResult:
 
 def setup(app: web.Application, config: SidecarConfig, clock: Callable[[], float]) -> None:
     """Wire sign-in into `app` (see the module docstring)."""
-    services = build_services(config, clock, header_plan=app.get(keys.HEADER_PLAN))
+    services = build_services(
+        config, clock, header_plan=app.get(keys.HEADER_PLAN), carry_over=app.get(keys.CARRY_OVER)
+    )
     app[keys.AUTH_SERVICES] = services
     services.api_clients = setup_api_clients(app, services)
     if config.assertion_anywhere:

@@ -69,7 +69,7 @@ class AuthServices:
 
     def __post_init__(self) -> None:
         self.coordinator = RefreshCoordinator(
-            self._counted_refresh,
+            self.refresh_session,
             clock=self.clock,
             grace_seconds=self.session.refresh_grace_seconds,
         )
@@ -131,11 +131,12 @@ class AuthServices:
             expected_sub=expected_sub,
         )
 
-    async def _counted_refresh(self, session: Session) -> Session:
-        """`refresh_session`, its outcome counted in the metrics (one count per provider call)."""
+    async def refresh_session(self, session: Session) -> Session:
+        """`session` with fresh tokens, else RefreshRejectedError / ProviderUnavailableError.
+        Each call is one refresh at the provider, counted in the metrics by outcome."""
         outcome = "failed"
         try:
-            refreshed = await self.refresh_session(session)
+            refreshed = await self._refresh_tokens(session)
             outcome = "refreshed"
             return refreshed
         except RefreshRejectedError:
@@ -148,8 +149,7 @@ class AuthServices:
             if self.metrics is not None:
                 self.metrics.refresh(outcome)
 
-    async def refresh_session(self, session: Session) -> Session:
-        """`session` with fresh tokens, else RefreshRejectedError / ProviderUnavailableError."""
+    async def _refresh_tokens(self, session: Session) -> Session:
         refresh_token = session.tokens.refresh_token
         if not refresh_token:
             raise RefreshRejectedError(reason="session has no refresh token")

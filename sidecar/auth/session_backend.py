@@ -29,6 +29,7 @@ from sidecar.auth.backchannel import SessionEnder, add_backchannel_route
 from sidecar.auth.refresh import RefreshCoordinator
 from sidecar.auth.refresh_shared import SharedRefresh
 from sidecar.auth.services import AuthServices
+from sidecar.carry_over import CarryOver
 from sidecar.config.model import SidecarConfig
 from sidecar.observability.health import CheckResult
 from sidecar.session.codec import SessionCodec
@@ -56,15 +57,26 @@ LOCK_MARGIN_SECONDS = 5.0
 
 
 def build_session_store(
-    config: SidecarConfig, codec: SessionCodec, policy: CookiePolicy
+    config: SidecarConfig,
+    codec: SessionCodec,
+    policy: CookiePolicy,
+    *,
+    carry_over: CarryOver | None = None,
 ) -> SessionStore:
-    """The session store `config` asks for (see the module docstring)."""
+    """The session store `config` asks for (see the module docstring). The per-process
+    revocation list is kept in `carry_over`, so a live config reload does not forget it."""
     session = config.session
     if session is None:
         raise ValueError("sessions need the session section")
     redis_config = session.redis
     if redis_config is None:
-        revocations = MemoryRevocations(lifetime_seconds=session.lifetime_seconds)
+        lifetime = session.lifetime_seconds
+        carry = carry_over if carry_over is not None else CarryOver()
+        revocations = carry.keep(
+            "memory_revocations",
+            MemoryRevocations,
+            lambda: MemoryRevocations(lifetime_seconds=lifetime),
+        )
         return RevocationCheckingStore(CookieSessionStore(codec, policy, session), revocations)
     client = build_redis(redis_config)
     health = RedisHealth(describe_target(redis_config))
@@ -112,7 +124,8 @@ def install_session_backend(app: web.Application, services: AuthServices) -> Non
     """Back-channel logout, and with Redis its readiness, lifetime and shared refresh."""
     store = services.store
     redis = _redis_of(store)
-    replays: ReplayGuard = MemoryReplayGuard()
+    carry = app.get(keys.CARRY_OVER) or CarryOver()
+    replays: ReplayGuard = carry.keep("memory_replay_guard", MemoryReplayGuard, MemoryReplayGuard)
     if redis is not None:
         client, health, prefix = redis
         replays = RedisReplayGuard(client, health, key_prefix=prefix)
