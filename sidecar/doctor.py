@@ -7,8 +7,9 @@ allowed ID-token algorithm; the token endpoint accepts the client's credentials 
 made-up code must fail with `invalid_grant`, not `invalid_client`); the exact redirect URI to
 register; the clock agrees with the provider's HTTP `Date` within `clock_skew_seconds`; each
 session secret is a `sidecar secret` key or a long random passphrase; a typical session with the
-configured `keep_tokens` fits in few cookies; every upstream accepts a TCP connection and answers a
-HEAD. `render_report` prints them as ✓/!/✗ lines; the exit code is 1 when anything failed.
+configured `keep_tokens` fits in few cookies; Redis (when configured) answers a PING; every
+upstream accepts a TCP connection and answers a HEAD. `render_report` prints them as ✓/!/✗
+lines; the exit code is 1 when anything failed.
 Nothing secret is ever printed: no client secret, session secret or token.
 """
 
@@ -32,7 +33,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from sidecar.config.load import load_config
-from sidecar.config.model import ProviderConfig, SidecarConfig
+from sidecar.config.model import ProviderConfig, RedisConfig, SidecarConfig
 from sidecar.endpoints import Endpoints
 from sidecar.errors import ConfigError, LoginError, ProviderUnavailableError
 from sidecar.oidc.client import ProviderClient
@@ -50,6 +51,13 @@ from sidecar.oidc.tokens import build_identity
 from sidecar.session.codec import SessionCodec
 from sidecar.session.cookies import CookiePolicy, build_set_cookies
 from sidecar.session.model import Session, Tokens
+from sidecar.session.redis_client import (
+    RedisHealth,
+    build_redis,
+    close_redis,
+    describe_target,
+    ping,
+)
 
 Status = Literal["ok", "warn", "fail", "skip"]
 SYMBOLS: dict[Status, str] = {"ok": "✓", "warn": "!", "fail": "✗", "skip": "-"}
@@ -143,6 +151,8 @@ async def diagnose(
         if config.session is not None:
             findings += check_secrets(config)
             findings.append(check_cookie_size(config, clock))
+            if config.session.redis is not None:
+                findings.append(await check_redis(config.session.redis))
         for upstream in config.upstreams:
             findings.append(
                 await check_upstream(
@@ -546,6 +556,29 @@ def check_cookie_size(config: SidecarConfig, clock: Callable[[], float]) -> Find
     if len(cookies) > 2:
         return Finding("warn", title, detail, fix)
     return Finding("ok", title, detail)
+
+
+async def check_redis(redis_config: RedisConfig) -> Finding:
+    """One PING to the configured Redis (sessions or the shared revocation list)."""
+    target = describe_target(redis_config)
+    client = build_redis(redis_config)
+    health = RedisHealth(target)
+    try:
+        async with asyncio.timeout(redis_config.timeout_seconds + 1):
+            answered = await ping(client, health)
+    except TimeoutError:
+        answered, health.detail = False, "no answer"
+    finally:
+        await close_redis(client)
+    if answered:
+        return Finding("ok", "session store reachable", f"redis at {target} answered PING")
+    return Finding(
+        "fail",
+        "session store reachable",
+        f"redis at {target}: {health.detail}",
+        "check session.redis (url, password, TLS) and that this host may reach Redis; while it "
+        "is down sidecar answers 503 to requests that need a session",
+    )
 
 
 # -- upstreams -----------------------------------------------------------------------------------

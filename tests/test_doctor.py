@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 from aiohttp.test_utils import TestServer
+from support.redis_server import RedisServer
 
 from sidecar.cli import main
 from sidecar.dev.provider import DevProvider
@@ -240,3 +241,18 @@ def test_cli_prints_the_report_and_exits_1_on_a_problem(
     assert "- identity provider: none configured" in out
     assert "✗ upstream / -> http://127.0.0.1:" in out and "    fix: start the backend" in out
     assert out.rstrip().endswith("1 problem, 0 warnings")
+
+
+async def test_unreachable_redis(write: Write) -> None:
+    findings = await diagnose(
+        write(session={"store": "redis", "redis": {"url": f"redis://127.0.0.1:{closed_port()}/0"}})
+    )
+    store = by_title(findings, "session store reachable")
+    assert store.status == "fail" and "unreachable" in store.detail
+    assert "session.redis" in store.fix
+    assert by_title(findings, "session cookie size").status == "skip"
+
+
+async def test_reachable_redis(write: Write, redis_server: RedisServer) -> None:
+    findings = await diagnose(write(session={"store": "redis", "redis": {"url": redis_server.url}}))
+    assert by_title(findings, "session store reachable").status == "ok"
