@@ -480,9 +480,15 @@ class RedisConfig(Model):
     sentinel: RedisSentinelConfig | None = Field(
         None, description="Find the master through Redis Sentinel instead of a fixed url."
     )
-    username: str | None = Field(None, description="ACL user of the master (Sentinel mode).")
+    username: str | None = Field(
+        None, description="ACL user name (or in the url: redis://user:password@host...)."
+    )
     password: SecretStr | None = Field(
-        None, description="Password of the master in Sentinel mode (or password_file)."
+        None,
+        description=(
+            "Password of Redis (of the master, with Sentinel), or password_file: keeps it out of "
+            "the url. Give it here or in the url, not both."
+        ),
     )
     db: int = Field(0, ge=0, description="Database number in Sentinel mode (the url carries it).")
     tls: RedisTlsConfig = Field(default_factory=RedisTlsConfig, description="TLS to Redis.")
@@ -523,8 +529,12 @@ class RedisConfig(Model):
     def _one_source(self) -> RedisConfig:
         if (self.url is None) == (self.sentinel is None):
             raise ValueError("give url (standalone Redis) or sentinel, exactly one")
-        if self.url is not None and (self.password is not None or self.username is not None):
-            raise ValueError("with url, put the user name and password in the URL")
+        if self.url is not None:
+            parts = urlsplit(self.url.get_secret_value())
+            if self.password is not None and parts.password:
+                raise ValueError("the url already holds a password: give it once")
+            if self.username is not None and parts.username:
+                raise ValueError("the url already holds a user name: give it once")
         return self
 
 

@@ -80,6 +80,10 @@ def build_redis(config: RedisConfig) -> RedisClient:
         else:
             for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
                 options.pop(name, None)
+        if config.password is not None:
+            options["password"] = config.password.get_secret_value()
+        if config.username is not None:
+            options["username"] = config.username
         client: RedisClient = redis_asyncio.Redis.from_url(url, **options)
         return client
     sentinel_config = config.sentinel

@@ -67,7 +67,8 @@ def test_describe_target_never_shows_the_password() -> None:
         {},
         {"url": "http://redis:6379"},
         {"url": "redis://r:6379", "sentinel": {"master": "m", "nodes": ["s:26379"]}},
-        {"url": "redis://r:6379", "password": "p"},
+        {"url": "redis://:secret@r:6379", "password": "p"},
+        {"url": "redis://u@r:6379", "username": "v"},
         {"sentinel": {"master": "m", "nodes": []}},
         {"sentinel": {"master": "m", "nodes": ["no-port"]}},
         {"url": "redis://r:6379", "tls": {"cert_file": "c.pem"}},
@@ -79,13 +80,15 @@ def test_invalid_redis_settings_are_refused(values: dict[str, Any]) -> None:
         redis_config(**values)
 
 
-async def test_url_with_password(tmp_path: Path) -> None:
+async def test_password_in_the_url_or_apart(tmp_path: Path) -> None:
     require_redis()
     server = RedisServer(tmp_path, arguments=["--requirepass", PASSWORD])
     server.start()
     try:
         url = f"redis://:{PASSWORD}@127.0.0.1:{server.port}/0"
         assert await round_trip(redis_config(url=url)) == b"ok"
+        apart = redis_config(url=f"redis://127.0.0.1:{server.port}/0", password=PASSWORD)
+        assert await round_trip(apart) == b"ok"
     finally:
         server.stop()
 
