@@ -369,6 +369,8 @@ async def test_a_session_revoked_by_back_channel_logout_stays_revoked_after_a_re
     write_config(path, base)
     config = load_config(path)
     reloading = ReloadingServer(config, path=path, ready_timeout_seconds=10)
+    internal_readiness: list[Any] = []  # what the internal port's /readyz runs
+    reloading.mirror_readiness(internal_readiness)
     runner = ReloadingRunner(reloading, handler_args=build_handler_args(config))
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -377,6 +379,7 @@ async def test_a_session_revoked_by_back_channel_logout_stays_revoked_after_a_re
         async with asyncio.timeout(DEADLINE_SECONDS):
             while not reloading.current.ready():
                 await asyncio.sleep(0.01)
+        first_checks = list(internal_readiness)
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
             async with browser.get(url + "/echo") as response:
                 assert response.status == 200
@@ -407,6 +410,8 @@ async def test_a_session_revoked_by_back_channel_logout_stays_revoked_after_a_re
             assert (await reloading.reload()).outcome == "applied"
             async with http.get(url + "/echo", headers=headers) as response:
                 assert response.status == 401  # the new configuration remembers the revocation
+        # The internal port's readiness now asks the new configuration's provider check.
+        assert internal_readiness == reloading.current.readiness != first_checks
     finally:
         await runner.cleanup()
         await provider.stop()
