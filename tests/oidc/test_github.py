@@ -13,6 +13,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sidecar.config.model import GitHubConfig, ProviderConfig
 from sidecar.errors import LoginError
@@ -97,6 +99,15 @@ def test_build_github_claims_needs_id_and_login(user: dict[str, Any]) -> None:
 )
 def test_same_api(url: str, same: bool) -> None:
     assert _same_api(url, "https://api.github.com") is same
+
+
+@given(
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789.-@:/", max_size=40), st.text(max_size=20)
+)
+def test_same_api_never_accepts_another_host(host: str, path: str) -> None:
+    url = f"https://{host}/{path}"
+    if _same_api(url, "https://api.github.com"):
+        assert url.startswith("https://api.github.com/")
 
 
 def test_same_api_respects_the_enterprise_path() -> None:
