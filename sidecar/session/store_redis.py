@@ -174,6 +174,10 @@ class RedisSessionStore:
         if ticket is not None and ticket.session_id == session.id:
             await self._write(session, self._remember(ticket), now=now, mode="update")
             return []
+        if ticket is not None:  # a new sign-in over an older session: that one is over
+            self._keys.pop(ticket.session_id, None)
+            old_key = self._session_key(ticket.session_id)
+            await self._call(lambda: self._client.delete(old_key))
         ticket = Ticket(session.id, self._token_bytes(KEY_BYTES))
         codec = self._remember(ticket)
         result = await self._write(session, codec, now=now, mode="new")

@@ -173,6 +173,14 @@ async def test_a_copied_ticket_is_dead_after_sign_out(redis_kit: RedisKit) -> No
     assert await redis_kit.store().load(stolen, now=NOW + 2) is None
 
 
+async def test_a_new_sign_in_ends_the_browsers_previous_session(redis_kit: RedisKit) -> None:
+    store, jar = redis_kit.store(), Jar()
+    jar.apply(await store.save(make_session(seed=1), jar.cookies, now=NOW))
+    old_cookies = dict(jar.cookies)
+    jar.apply(await store.save(make_session(seed=2), jar.cookies, now=NOW + 1))
+    assert await redis_kit.store().load(old_cookies, now=NOW + 2) is None
+
+
 async def test_a_stale_replica_cannot_put_back_spent_tokens(redis_kit: RedisKit) -> None:
     jar, session = Jar(), make_session()
     jar.apply(await redis_kit.store().save(session, jar.cookies, now=NOW))
