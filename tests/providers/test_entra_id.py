@@ -8,7 +8,9 @@ Microsoft Graph, or refuses sign-in, as configured.
 
 from __future__ import annotations
 
+import json
 import logging
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -192,3 +194,28 @@ async def test_v1_issuer_on_sts_windows_net_signs_in(make_shape_stack: ShapeStac
     hops = await stack.sign_in(browser)
     assert seen_headers(hops[-1])["x-forwarded-email"] == "AbeLi@microsoft.com"
     assert stack.provider.counters.userinfo == 0  # use_userinfo: false, as the guide says
+
+
+async def test_v1_multi_tenant_issuer_is_filled_per_tenant(
+    make_shape_stack: ShapeStackFactory,
+) -> None:
+    """v1's `common` document names `https://sts.windows.net/{tenantid}/`: the same rule."""
+    v1 = load("entra-id-v1")
+    text = json.dumps(v1.discovery).replace(TENANT, "common")
+    text = text.replace("https://sts.windows.net/common/", "https://sts.windows.net/{tenantid}/")
+    common = replace(
+        v1,
+        discovery=json.loads(text),
+        discovery_url="https://login.microsoftonline.com/common/.well-known/openid-configuration",
+    )
+
+    def common_issuer(data: dict[str, Any]) -> None:
+        data["provider"]["issuer"] = "https://login.microsoftonline.com/common/"
+        data["provider"]["entra"] = {"allowed_tenants": [TENANT]}
+
+    stack = await make_shape_stack("entra-id", variant="v1", shape=common, edit=common_issuer)
+    metadata = stack.services.require_directory().metadata()
+    assert metadata.issuer_template == stack.provider.issuer + "/{tenantid}/"
+    browser = await stack.browser()
+    hops = await stack.sign_in(browser)
+    assert seen_headers(hops[-1])["x-forwarded-email"] == "AbeLi@microsoft.com"
