@@ -23,14 +23,18 @@ parameters removed (as Java servers read it); when the two readings reach differ
 route. `resolve(method, host, raw_path)` is what the gate calls: it also refuses a path whose
 literal spelling (as a backend that normalises nothing reads it) reaches a different route than
 its normalised form, so `/static/../admin` and `//admin` are refused rather than trusted to be
-read the same way by every backend. Pure: no aiohttp.
+read the same way by every backend. It refuses, for the same reason, a path that another common
+reading sends to a different route: case folded (Express, IIS and Windows servers match paths
+case-insensitively, so `/ADMIN` must not slip past an `/admin` route), trailing dots and spaces
+trimmed from segments (IIS and Windows read `/admin.` and `/admin%20` as `/admin`), and `%3B`
+read as a `;` path parameter. Pure: no aiohttp.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
 from sidecar.policy import Policy
@@ -133,6 +137,35 @@ def strip_path_parameters(path: str) -> str:
     if not kept:
         return "/"
     return "/" + "/".join(kept) + ("/" if trailing else "")
+
+
+_TRIMMED_SUFFIXES = (".", "%20")
+
+
+def _trim_segment(segment: str) -> str:
+    """A segment without trailing dots and spaces, as IIS and Windows read it (`.`, `..` kept)."""
+    if segment in (".", ".."):
+        return segment
+    trimmed = segment
+    while trimmed.endswith(_TRIMMED_SUFFIXES):
+        trimmed = trimmed.removesuffix(".").removesuffix("%20")
+    return trimmed
+
+
+def other_readings(raw_path: str) -> Iterator[str | None]:
+    """Normalised spellings of `raw_path` as other backends read it: trailing dots and spaces
+    trimmed from each segment, and `%3B` read as `;`. Only spellings that differ are given; None
+    for one that is itself ambiguous. (Case folding is the route table's job: its patterns fold
+    too.)"""
+    decoded = _decode_unreserved(raw_path.partition("?")[0])
+    if decoded is None:
+        return
+    segments = decoded.split("/")
+    trimmed = [_trim_segment(segment) for segment in segments]
+    if trimmed != segments:
+        yield normalize_path("/".join(trimmed))
+    if "%3B" in decoded.upper():
+        yield normalize_path(re.sub("%3[Bb]", ";", decoded))
 
 
 def host_name(host: str) -> str:
@@ -241,7 +274,9 @@ DEFAULT_ROUTE = Route(name="default")
 class RouteTable:
     """The ordered routes, compiled once; first match wins, else `DEFAULT_ROUTE`."""
 
-    def __init__(self, routes: Iterable[Route], default: Route = DEFAULT_ROUTE) -> None:
+    def __init__(
+        self, routes: Iterable[Route], default: Route = DEFAULT_ROUTE, *, _folding: bool = False
+    ) -> None:
         self.routes = tuple(routes)
         self.default = default
         self._uses_host = any(route.host is not None for route in self.routes)
@@ -262,6 +297,13 @@ class RouteTable:
                 by_segment[segment].append(route)
         self._anywhere = tuple(anywhere)
         self._by_segment = {segment: tuple(routes) for segment, routes in by_segment.items()}
+        # The same table read case-insensitively, each folded route mapped back to its own.
+        self._folded: RouteTable | None = None
+        self._unfold: dict[int, Route] = {}
+        if any(route.kind != "default" for route in self.routes) and not _folding:
+            folded = [_fold(route) for route in self.routes]
+            self._folded = RouteTable(folded, default, _folding=True)
+            self._unfold = {id(f): route for f, route in zip(folded, self.routes, strict=True)}
 
     @classmethod
     def from_config(cls, config: SidecarConfig) -> RouteTable:
@@ -306,9 +348,32 @@ class RouteTable:
         if path is None:
             return None
         route = self.match(method, host, path)
+        if route is None:
+            return None
         literal = raw_path.partition("?")[0]
-        if route is not None and literal != path:
+        if literal != path:
             upper = method.upper()
             if self._first(upper, host_name(host) if self._uses_host else "", literal) is not route:
                 return None
+        for reading in (path, *other_readings(raw_path)):
+            if reading is None:
+                return None
+            if reading is not path and self.match(method, host, reading) is not route:
+                return None
+            if self._folded is not None and reading != reading.lower():
+                folded = self._folded.match(method, host, reading.lower())
+                if folded is None or self._unfold.get(id(folded), folded) is not route:
+                    return None
         return route
+
+
+def _fold(route: Route) -> Route:
+    """`route` matching case-insensitively: lower-case patterns (match them with lower-case
+    paths), a case-insensitive regex."""
+    regex = re.compile(route.pattern, re.IGNORECASE) if route._regex is not None else None
+    return replace(
+        route,
+        pattern=route.pattern if regex is not None else route.pattern.lower(),
+        _regex=regex,
+        _prefix_slash=route._prefix_slash.lower(),
+    )
