@@ -21,7 +21,7 @@ are those of that original request. When no trusted proxy named it, sidecar cann
 route applies: with no `routes` configured every path has the same rule (sign-in) and it is
 applied; otherwise the answer is `403` (reason `original-request-unknown`), never a guess such as
 `/` that a public rule could turn into a pass. A malformed, contradictory or ambiguous original
-request (see `normalize_path`) is refused with 403 too: nginx treats any status but 2xx, 401 and
+request (see `RouteTable.resolve`) is refused with 403 too: nginx treats any status but 2xx, 401 and
 403 from the subrequest as an internal error.
 
 A browser's `401` carries `X-Auth-Request-Sign-In`: `<prefix>/start?rd=<original URL>`,
@@ -51,7 +51,7 @@ from sidecar.endpoints import X_AUTH_REQUEST_SET_COOKIE, X_AUTH_REQUEST_SIGN_IN
 from sidecar.errors import ForbiddenError, NotAuthenticatedError
 from sidecar.pages import SIGN_IN_TEMPLATE, render_page
 from sidecar.policy import decide
-from sidecar.routing import Route, RouteTable, normalize_path
+from sidecar.routing import Route, RouteTable
 from sidecar.session.model import Session, Tokens
 
 _METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}")
@@ -178,8 +178,7 @@ def choose_route(routes: RouteTable, original: OriginalRequest | None) -> RouteC
         if routes.routes:
             return RouteChoice(None, "original-request-unknown")
         return RouteChoice(routes.default)
-    path = normalize_path(original.uri)
-    route = routes.match(original.method, original.host, path) if path is not None else None
+    route = routes.resolve(original.method, original.host, original.uri)
     if route is None:
         return RouteChoice(None, "path-ambiguous")
     return RouteChoice(route)

@@ -152,9 +152,13 @@ def table(routes: list[dict[str, Any]]) -> RouteTable:
     ("method", "uri", "route", "reason"),
     [
         ("GET", "/static/app.css", "static", ""),
-        ("GET", "/static/../admin/x", "admin", ""),  # resolved as the backend will see it
-        ("GET", "/static/%2e%2e/admin", "admin", ""),
-        ("GET", "//admin", "admin", ""),
+        # A path whose spellings reach different routes is refused, whichever is stricter: the
+        # backend may read the literal one (`/admin/../static/x` would pass as static).
+        ("GET", "/static/../admin/x", None, "path-ambiguous"),
+        ("GET", "/static/%2e%2e/admin", None, "path-ambiguous"),
+        ("GET", "//admin", None, "path-ambiguous"),
+        ("GET", "/admin/../static/app.css", None, "path-ambiguous"),
+        ("GET", "/ADMIN/x", None, "path-ambiguous"),
         ("GET", "/health", "health", ""),
         ("POST", "/health", "default", ""),  # the original method picks the route
         ("GET", "/static/%2fadmin", None, "path-ambiguous"),
