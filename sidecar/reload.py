@@ -59,6 +59,7 @@ logger = logging.getLogger("sidecar.reload")
 POLL_SECONDS = 2.0
 SETTLE_SECONDS = 0.2  # a changed file must keep its new fingerprint this long (half-written files)
 READY_TIMEOUT_SECONDS = 15.0
+RETIRE_WAIT_SECONDS = 5.0  # at shutdown, for retired generations still closing
 _READY_POLL_SECONDS = 0.05
 
 # Settings of the socket and the process: a reload cannot change them.
@@ -111,7 +112,7 @@ class Generation:
         self._server: web.Server | None = None
         self._idle = asyncio.Event()
         self._shut_down = False
-        self._closed = False
+        self._closing: asyncio.Future[None] | None = None
 
     @property
     def readiness(self) -> list[ReadinessCheck]:
@@ -159,9 +160,12 @@ class Generation:
             await self.app.shutdown()
 
     async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+        """Shutdown and cleanup hooks, once; a second caller waits for the first to finish."""
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close())
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
         try:
             await self.shutdown()
         finally:
@@ -197,7 +201,7 @@ class ReloadingServer:
         self._ready_timeout = ready_timeout_seconds
         self._count = 1
         self.current = Generation(config, self._build(config), self._count)
-        self._retiring: set[asyncio.Task[None]] = set()
+        self._retiring: dict[asyncio.Task[None], Generation] = {}
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._mirrors: list[list[ReadinessCheck]] = []
@@ -236,11 +240,13 @@ class ReloadingServer:
         await self.current.start()
 
     async def close(self) -> None:
-        """After the socket closed and requests drained: close every generation."""
-        for task in list(self._retiring):
+        """After the socket closed and requests drained: close every generation. Retired ones
+        whose requests are over close by themselves; any still waiting are closed now."""
+        if self._retiring:
+            await asyncio.wait(list(self._retiring), timeout=RETIRE_WAIT_SECONDS)
+        for task, generation in list(self._retiring.items()):
             task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(*self._retiring, return_exceptions=True)
+            await generation.close()
         await self.current.close()
 
     # -- reloading ---------------------------------------------------------------------------
@@ -343,11 +349,11 @@ class ReloadingServer:
         for checks in self._mirrors:
             checks[:] = generation.readiness
         task = asyncio.get_running_loop().create_task(old.close_when_idle())
-        self._retiring.add(task)
+        self._retiring[task] = old
         task.add_done_callback(self._retired)
 
     def _retired(self, task: asyncio.Task[None]) -> None:
-        self._retiring.discard(task)
+        self._retiring.pop(task, None)
         if not task.cancelled() and task.exception() is not None:
             logger.error("closing the previous configuration failed", exc_info=task.exception())
 

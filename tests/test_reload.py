@@ -152,6 +152,32 @@ async def test_request_in_flight_finishes_on_the_old_configuration(
     assert old.in_flight == 0
 
 
+async def test_shutdown_drains_a_request_still_in_flight_on_a_retired_configuration(
+    tmp_path: Path,
+    aiohttp_server: ServerFactory,
+    echo_server: TestServer,
+    run_file: Callable[[Path], Awaitable[Running]],
+) -> None:
+    b = await aiohttp_server(named_backend("b"))
+    path = tmp_path / "sidecar.yaml"
+    write_config(path, {"version": 1, "upstream": str(echo_server.make_url(""))})
+    running = await run_file(path)
+    old = running.reloading.current
+    async with aiohttp.ClientSession() as client, client.get(running.base + "/hold") as held:
+        assert await held.content.readline() == b"first\n"
+        write_config(path, {"version": 1, "upstream": str(b.make_url(""))})
+        assert (await running.reloading.reload()).outcome == "applied"
+        stopping = asyncio.create_task(running.runner.cleanup())  # SIGTERM's drain
+        await asyncio.sleep(0)
+        assert not stopping.done()
+        echo_server.app[HOLD_RELEASE].set()
+        assert await held.content.read() == b"last\n"  # finished on the retired configuration
+    async with asyncio.timeout(DEADLINE_SECONDS):
+        await stopping
+    assert old.app[keys.HTTP_CLIENT].closed
+    assert running.reloading.current.app[keys.HTTP_CLIENT].closed
+
+
 async def test_invalid_config_is_refused_and_the_old_one_keeps_serving(
     tmp_path: Path,
     aiohttp_server: ServerFactory,
