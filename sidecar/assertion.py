@@ -162,6 +162,7 @@ class AssertionSigner:
         audience: str | None,
         issuer: str | None,
         clock: Callable[[], float],
+        default_on: bool = False,
     ) -> None:
         if not keys:
             raise ValueError("the identity assertion needs at least one key")
@@ -170,6 +171,7 @@ class AssertionSigner:
         self.ttl_seconds = ttl_seconds
         self.audience = audience
         self.issuer = issuer
+        self.default_on = default_on  # `identity_assertion.enabled`: routes that do not say
         self._clock = clock
         self._reuse: OrderedDict[_CacheKey, tuple[float, str]] = OrderedDict()
         self.signed = 0  # how many assertions were signed (not reused), for tests and metrics
@@ -186,6 +188,7 @@ class AssertionSigner:
             audience=config.audience,
             issuer=config.issuer,
             clock=clock,
+            default_on=config.enabled,
         )
 
     def assertion_for(self, identity: Identity, *, issuer: str, audience: str) -> str:
@@ -218,6 +221,15 @@ class AssertionSigner:
         if len(reuse) > REUSE_MAX_ENTRIES:
             reuse.popitem(last=False)
         return token
+
+    def headers_for(
+        self, identity: Identity, *, wanted: bool | None, issuer: str, audience: str
+    ) -> list[tuple[str, str]]:
+        """`[(header, assertion)]` when a route asks for it (`wanted`; None: the global
+        setting), else nothing."""
+        if not (self.default_on if wanted is None else wanted):
+            return []
+        return [(self.header, self.assertion_for(identity, issuer=issuer, audience=audience))]
 
 
 def add_jwks_route(app: web.Application, signer: AssertionSigner, path: str) -> None:

@@ -10,7 +10,8 @@ numbered as `X-Auth-Request-Set-Cookie-1`, `-2`, ...).
 
 A program's own credential (a bearer token on a route that takes them, an htpasswd user's Basic
 credentials) is checked as at the gate (`sidecar.auth.api_clients`): 202 with its identity, 403
-when the policy denies it, 401 JSON when it is invalid.
+when the policy denies it, 401 JSON when it is invalid. With `identity_assertion`, the 202 also
+carries the signed identity assertion (`X-Sidecar-Assertion`) for the ingress to pass on.
 
 Which request is asked about: its method, scheme, host and URI come from `X-Forwarded-Method` /
 `-Proto` / `-Host` / `-Uri` (Traefik) or `X-Original-Method` and `X-Original-URL` (nginx
@@ -52,7 +53,7 @@ from sidecar.errors import ForbiddenError, NotAuthenticatedError
 from sidecar.pages import SIGN_IN_TEMPLATE, render_page
 from sidecar.policy import decide
 from sidecar.routing import Route, RouteTable
-from sidecar.session.model import Session, Tokens
+from sidecar.session.model import Identity, Session, Tokens
 
 _METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}")
 _ABSOLUTE_URL = re.compile(
@@ -241,7 +242,7 @@ class ForwardAuth:
         api = self.services.api_clients  # a program's own credential, as at the gate
         client = await api.authenticate(request, route) if api is not None else None
         if client is not None:
-            return self.admit_api_client(request, route, client, ignored)
+            return self.admit_api_client(request, route, client, original, ignored)
         resolution = await resolve_session(request, self.services)
         session = resolution.session
         cookies = _cookie_headers(resolution.set_cookies)
@@ -258,10 +259,35 @@ class ForwardAuth:
         identity = build_auth_request_headers(
             session.identity, session.tokens, self.services.config.headers
         )
-        return web.Response(status=202, headers=[*identity, *cookies, NO_STORE])
+        assertion = self.assertion(request, route, session.identity, original)
+        return web.Response(status=202, headers=[*identity, *assertion, *cookies, NO_STORE])
+
+    def assertion(
+        self,
+        request: web.Request,
+        route: Route,
+        identity: Identity,
+        original: OriginalRequest | None,
+    ) -> list[tuple[str, str]]:
+        """The signed identity assertion for the ingress to pass on (nginx: `auth_request_set`),
+        when the route asks for one; its audience is the original request's origin (the app the
+        ingress protects), unless `identity_assertion.audience` is set."""
+        signer = self.services.assertions
+        if signer is None:
+            return []
+        issuer = self.services.origin(request)
+        audience = original.origin if original is not None else issuer
+        return signer.headers_for(
+            identity, wanted=route.identity_assertion, issuer=issuer, audience=audience
+        )
 
     def admit_api_client(
-        self, request: web.Request, route: Route, client: ApiClient, ignored: tuple[str, ...]
+        self,
+        request: web.Request,
+        route: Route,
+        client: ApiClient,
+        original: OriginalRequest | None,
+        ignored: tuple[str, ...],
     ) -> web.Response:
         """202 with the identity of a program's valid bearer token or htpasswd credential when
         the route's policy allows it, else 403 JSON (see `sidecar.auth.api_clients`)."""
@@ -275,7 +301,8 @@ class ForwardAuth:
             raise insufficient(request, client)
         tokens = Tokens(access_token=client.access_token) if client.access_token else None
         headers = build_auth_request_headers(identity, tokens, self.services.config.headers)
-        return web.Response(status=202, headers=[*headers, NO_STORE])
+        assertion = self.assertion(request, route, identity, original)
+        return web.Response(status=202, headers=[*headers, *assertion, NO_STORE])
 
     def sign_in_url(self, request: web.Request, original: OriginalRequest | None) -> str:
         """`<prefix>/start?rd=<original URL>`; without a safe original URL, `rd=/`."""

@@ -209,16 +209,19 @@ def make_gate(services: AuthServices) -> Gate:
     routes = RouteTable.from_config(services.config)
 
     signer = services.assertions
-    assertion_default = services.config.identity_assertion.enabled
 
     def _assertion(request: web.Request, route: Route, identity: Identity) -> list[tuple[str, str]]:
-        """The signed identity assertion header, when the route (or the default) asks for one."""
-        wanted = route.identity_assertion
-        if signer is None or not (assertion_default if wanted is None else wanted):
+        """The signed identity assertion header, when the route (or the default) asks for one;
+        its audience is the upstream this request goes to."""
+        if signer is None:
             return []
         upstream = request.app[keys.FORWARDER].select(request.path).url
-        token = signer.assertion_for(identity, issuer=services.origin(request), audience=upstream)
-        return [(signer.header, token)]
+        return signer.headers_for(
+            identity,
+            wanted=route.identity_assertion,
+            issuer=services.origin(request),
+            audience=upstream,
+        )
 
     def _admit_api_client(request: web.Request, route: Route, client: ApiClient) -> GateResult:
         """A program that authenticated with its own credential: the route's policy, then its

@@ -20,8 +20,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import bcrypt
+import jwt as pyjwt
 import pytest
 from aiohttp.test_utils import TestServer
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 from multidict import CIMultiDictProxy
@@ -78,6 +81,7 @@ class ApiStack:
     clock: FakeClock
     http: aiohttp.ClientSession
     providers: list[DevProvider] = field(default_factory=list)
+    echo_url: str = ""
 
     def url(self, path: str) -> str:
         return str(self.sidecar.make_url(path))
@@ -184,7 +188,7 @@ async def make_api_stack(aiohttp_server: ServerFactory) -> AsyncIterator[ApiStac
         directory = sidecar.app[keys.AUTH_SERVICES].require_directory()
         await asyncio.wait_for(directory.wait_ready(), 5)
         http = aiohttp.ClientSession()
-        stack = ApiStack(provider, sidecar, clock, http, extra)
+        stack = ApiStack(provider, sidecar, clock, http, extra, data["upstream"])
         made.append(stack)
         return stack
 
@@ -433,6 +437,34 @@ async def test_forward_auth_admits_a_bearer_token_with_auth_request_headers(
     # a route without bearer: the token is ignored, nobody is signed in
     elsewhere = await stack.bearer("/oauth2/auth", token, **forwarded("/elsewhere"))
     assert elsewhere.status == 401
+
+
+def assertion_section() -> dict[str, Any]:
+    key = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return {"enabled": True, "keys": [{"key": key.decode()}]}
+
+
+async def test_bearer_clients_get_the_signed_assertion_too(make_api_stack: ApiStackFactory) -> None:
+    stack = await make_api_stack(
+        api=bearer_api,
+        server={"trusted_proxies": ["127.0.0.1/32"]},
+        identity_assertion=assertion_section(),
+    )
+    token = (await machine_tokens(stack.provider, stack.http))["access_token"]
+    jwks = (await stack.call("/oauth2/jwks")).json()
+    through = await stack.bearer("/api", token, **{"X-Sidecar-Assertion": "forged"})
+    (proxied,) = through.backend_headers()["x-sidecar-assertion"]
+    at_auth = await stack.bearer("/oauth2/auth", token, **forwarded("/api/items"))
+    assert at_auth.status == 202
+    for assertion, audience in (
+        (proxied, stack.echo_url),
+        (at_auth.headers["X-Sidecar-Assertion"], "https://app.example.com"),
+    ):
+        jwk = pyjwt.PyJWK(jwks["keys"][0])
+        claims = pyjwt.decode(assertion, jwk.key, algorithms=["ES256"], audience=audience)
+        assert claims["sub"] == "alice"
 
 
 async def test_forward_auth_admits_an_htpasswd_user(make_api_stack: ApiStackFactory) -> None:
