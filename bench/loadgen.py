@@ -10,13 +10,14 @@ Every run is bounded: wrk by its duration (plus a kill deadline), curl by `--max
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from stack import rss_kib
+from stack import cpu_seconds, rss_kib
 
 WRK = "wrk"
 CURL = "curl"
@@ -39,6 +40,7 @@ class WrkResult:
     error_kinds: dict[str, int]
     non_2xx_3xx: int
     peak_rss_kib: int
+    cpu_us_per_request: float
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,6 +80,7 @@ def parse_wrk(text: str) -> WrkResult:
         error_kinds=kinds,
         non_2xx_3xx=int(non_2xx[1]) if non_2xx else 0,
         peak_rss_kib=0,
+        cpu_us_per_request=math.nan,
     )
 
 
@@ -88,7 +91,10 @@ async def run_wrk(
     seconds: int,
     cookie: str | None,
     rss_pids: Sequence[int] = (),
+    cpu_root: int | None = None,
 ) -> WrkResult:
+    """wrk against `url`; samples the RSS of `rss_pids` and, with `cpu_root`, charges the CPU
+    time of that process tree to the requests served (microseconds per request)."""
     argv = [WRK, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "5s"]
     if cookie:
         argv += ["-H", f"Cookie: {cookie}"]
@@ -104,6 +110,7 @@ async def run_wrk(
             peak = max(peak, rss_kib(rss_pids))
             await asyncio.sleep(RSS_SAMPLE_SECONDS)
 
+    cpu_before = cpu_seconds(cpu_root) if cpu_root else 0.0
     sampler = asyncio.create_task(sample()) if rss_pids else None
     try:
         output, _ = await asyncio.wait_for(process.communicate(), timeout=seconds + 30)
@@ -118,7 +125,10 @@ async def run_wrk(
     if process.returncode != 0:
         raise LoadError(f"wrk failed ({process.returncode}):\n{text}")
     result = parse_wrk(text)
-    return WrkResult(**{**result.as_dict(), "peak_rss_kib": peak})
+    cpu_us = math.nan
+    if cpu_root and result.requests:
+        cpu_us = (cpu_seconds(cpu_root) - cpu_before) * 1e6 / result.requests
+    return WrkResult(**{**result.as_dict(), "peak_rss_kib": peak, "cpu_us_per_request": cpu_us})
 
 
 async def _curl(argv: list[str], *, max_seconds: int) -> tuple[float, int, int]:

@@ -110,6 +110,10 @@ def render_table(results: dict[str, Any], checks: list[dict[str, Any]]) -> str:
         add(f"req/s @{level} conns", {n: _get(entry, n, "rps") for n in TARGET_NAMES})
         add(f"p50 ms @{level}", {n: _get(entry, n, "p50_ms") for n in TARGET_NAMES}, 2)
         add(f"p99 ms @{level}", {n: _get(entry, n, "p99_ms") for n in TARGET_NAMES}, 2)
+        add(
+            f"CPU us/request @{level}",
+            {n: _get(entry, n, "cpu_us_per_request") for n in TARGET_NAMES},
+        )
     one = results.get("connections", {}).get("1", {})
     base = _get(one, "backend", "p50_ms")
     add(
@@ -122,6 +126,10 @@ def render_table(results: dict[str, Any], checks: list[dict[str, Any]]) -> str:
     if large:
         add("large session req/s @32", {n: _get(large, n, "rps") for n in TARGET_NAMES})
         add("large session p99 ms @32", {n: _get(large, n, "p99_ms") for n in TARGET_NAMES}, 2)
+        add(
+            "large session CPU us/request @32",
+            {n: _get(large, n, "cpu_us_per_request") for n in TARGET_NAMES},
+        )
         add(
             "small session req/s @32 (same rounds)",
             {n: _get(large, f"{n}_small", "rps") for n in TARGET_NAMES},

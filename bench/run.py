@@ -109,7 +109,7 @@ def padded(cookie: str, length: int) -> str:
 
 def median_of(results: list[WrkResult]) -> dict[str, Any]:
     """Medians of each figure over the repeats, with the raw runs."""
-    keys = ("rps", "p50_ms", "p90_ms", "p99_ms", "peak_rss_kib")
+    keys = ("rps", "p50_ms", "p90_ms", "p99_ms", "peak_rss_kib", "cpu_us_per_request")
     out: dict[str, Any] = {key: statistics.median(getattr(r, key) for r in results) for key in keys}
     out["errors"] = sum(r.errors for r in results)
     out["error_kinds"] = {
@@ -156,6 +156,11 @@ def machine() -> dict[str, Any]:
         "versions": {
             "sidecar": sidecar.__version__,
             "sidecar_commit": _version(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]),
+            # Files of sidecar/ that differ from that commit when the run ended (work in progress).
+            "sidecar_uncommitted": _version(
+                ["git", "-C", str(REPO), "status", "--porcelain", "--", "sidecar"],
+                first_line=False,
+            ).splitlines(),
             "python": platform.python_version(),
             "aiohttp": aiohttp.__version__,
             "nginx": _dpkg("nginx"),
@@ -209,6 +214,7 @@ class Bench:
                     seconds=self.args.duration,
                     cookie=cookie,
                     rss_pids=self.pids(name),
+                    cpu_root=self.rss_roots.get(name),
                 )
                 runs[name].append(result)
         summaries: dict[str, dict[str, Any]] = {}
@@ -218,7 +224,8 @@ class Bench:
             summary["loadavg_1min_after"] = round(os.getloadavg()[0], 2)
             log(
                 f"  {name:<16} c={connections:<5} {summary['rps']:>10,.0f} req/s  "
-                f"p50 {summary['p50_ms']:.2f} ms  p99 {summary['p99_ms']:.2f} ms"
+                f"p50 {summary['p50_ms']:.2f} ms  p99 {summary['p99_ms']:.2f} ms  "
+                f"CPU {summary['cpu_us_per_request']:.0f} us/req"
                 + (f"  errors {summary['error_kinds']}" if summary["errors"] else "")
             )
         return summaries
