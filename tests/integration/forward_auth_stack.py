@@ -2,28 +2,35 @@
 
 `start_auth_side(aiohttp_server, ...)` starts the development provider (auto-login), the echo
 backend and sidecar (`create_app`, in-process) sharing one fake clock, configured for
-forward-auth: `server.trusted_proxies` is 127.0.0.1, a public `/static` route and an `/admin`
-route for the `admins` group. `Stack` puts the running ingress in front; `Browser` is an aiohttp
-client with a cookie jar that follows redirects itself and records every answer.
+forward-auth: `server.trusted_proxies` is 127.0.0.1, a public `/static` route, an `/admin`
+route for the `admins` group, and `/api/admin` (for sub `alice`) and `/api` routes that take
+bearer tokens whose audience is the provider's issuer (`machine_token` gets one, as a program
+would); the signed identity assertion is on. `Stack` puts the running ingress in front;
+`Browser` is an aiohttp client with a cookie jar that follows redirects itself and records every
+answer.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import parse_qs, urljoin, urlsplit
 
 import aiohttp
 from aiohttp.test_utils import TestServer
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from support.echo import make_echo_app
 
 from sidecar.app import create_app
 from sidecar.config.model import SidecarConfig
 from sidecar.dev.provider import DevProvider
 from sidecar.dev.provider_clients import DevClient
+from sidecar.dev.provider_tokens import pkce_s256
 
 from .conftest import RunningProxy
 
@@ -38,6 +45,10 @@ ALICE = {
 }
 BOB = {"sub": "bob", "email": "bob@example.org", "preferred_username": "bob", "groups": ["staff"]}
 SESSION_COOKIE = "_sidecar"
+MACHINE_ID = "machine"
+MACHINE_SECRET = "machine-secret-for-forward-auth-tests"
+MACHINE_REDIRECT = "http://127.0.0.1:9/machine"
+VERIFIER = "v" * 64
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 
@@ -163,10 +174,20 @@ class AuthSide:
         return Stack(proxy, self.provider, self.clock)
 
 
+def assertion_key() -> str:
+    """A fresh ES256 signing key (PEM) for the signed identity assertion."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return pem.decode()
+
+
 async def start_auth_side(aiohttp_server: ServerFactory, **provider_options: Any) -> AuthSide:
     clock = FakeClock()
     provider = DevProvider(clock=clock, auto_login=ALICE, **provider_options)
     issuer = await provider.start()
+    provider.add_client(DevClient(MACHINE_ID, MACHINE_SECRET, redirect_uris=[MACHINE_REDIRECT]))
     echo = await aiohttp_server(make_echo_app())
     config = SidecarConfig.model_validate(
         {
@@ -180,12 +201,50 @@ async def start_auth_side(aiohttp_server: ServerFactory, **provider_options: Any
             },
             "session": {"secret": SESSION_SECRET, "refresh_margin_seconds": 30},
             "server": {"trusted_proxies": ["127.0.0.1/32"]},
-            "policies": {"admins": {"groups_any": ["admins"]}},
+            "policies": {
+                "admins": {"groups_any": ["admins"]},
+                "api-admins": {"claims": {"sub": ["alice"]}},  # access tokens carry no groups
+            },
             "routes": [
                 {"path": "/static", "access": "public"},
                 {"path": "/admin", "policy": "admins"},
+                {"path": "/api/admin", "bearer": True, "policy": "api-admins"},
+                {"path": "/api", "bearer": True},
             ],
+            "api": {"bearer": {"audiences": [issuer]}},
+            "identity_assertion": {"enabled": True, "keys": [{"key": assertion_key()}]},
         }
     )
     sidecar = await aiohttp_server(create_app(config, clock=clock))
     return AuthSide(provider, clock, echo, sidecar)
+
+
+async def machine_token(provider: DevProvider, user: Mapping[str, Any] = ALICE) -> str:
+    """An access token for `user` (its audience: the issuer), as a program gets one."""
+    provider.auto_login = dict(user)
+    query = {
+        "client_id": MACHINE_ID,
+        "redirect_uri": MACHINE_REDIRECT,
+        "response_type": "code",
+        "scope": "openid",
+        "state": "s",
+        "code_challenge": pkce_s256(VERIFIER),
+        "code_challenge_method": "S256",
+    }
+    async with aiohttp.ClientSession() as http:
+        async with http.get(
+            provider.url("/authorize"), params=query, allow_redirects=False
+        ) as response:
+            code = parse_qs(urlsplit(response.headers["Location"]).query)["code"][0]
+        form = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": MACHINE_REDIRECT,
+            "code_verifier": VERIFIER,
+        }
+        basic = base64.b64encode(f"{MACHINE_ID}:{MACHINE_SECRET}".encode()).decode()
+        headers = {"Authorization": f"Basic {basic}"}
+        async with http.post(provider.url("/token"), data=form, headers=headers) as response:
+            assert response.status == 200, await response.text()
+            token: str = (await response.json())["access_token"]
+    return token

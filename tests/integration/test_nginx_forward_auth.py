@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urljoin, urlsplit
 
+import jwt
 import pytest
 
 from .conftest import StartNginx, free_port, private_paths
@@ -24,6 +25,7 @@ from .forward_auth_stack import (
     SESSION_COOKIE,
     ServerFactory,
     Stack,
+    machine_token,
     replace_each_once,
     start_auth_side,
 )
@@ -203,3 +205,45 @@ async def test_request_body_reaches_the_app_but_never_the_auth_service(
     assert echoed["method"] == "POST"
     assert echoed["body_length"] == len(body)
     assert [v for k, v in echoed["headers"] if k.lower() == "x-forwarded-user"] == ["alice"]
+
+
+async def test_program_with_a_bearer_token_reaches_the_api_as_its_user(
+    make_stack: StackFactory,
+) -> None:
+    stack = await make_stack()
+    token = await machine_token(stack.provider, BOB)
+    program = await stack.browser()
+    bearer = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+    answer = await program.get(stack.url("/api/items"), bearer)
+    assert answer.status == 200
+    assert answer.seen("X-Forwarded-User") == ["bob"]
+    assert answer.set_cookies == []  # no session for a program
+    # The token's user is held to the route's policy; a bad token is a 401, never a sign-in.
+    assert (await program.get(stack.url("/api/admin/keys"), bearer)).status == 403
+    admin = {"Authorization": f"Bearer {await machine_token(stack.provider, ALICE)}"}
+    assert (await program.get(stack.url("/api/admin/keys"), admin)).status == 200
+    forged = {"Authorization": f"Bearer {token[:-4]}AAAA", "Accept": "application/json"}
+    refused = await program.get(stack.url("/api/items"), forged)
+    assert refused.status == 401
+    assert refused.location == ""
+    # Routes without `bearer` do not take tokens: a program gets 401, not a login page.
+    elsewhere = await program.get(stack.url("/reports"), {"Authorization": f"Bearer {token}"})
+    assert elsewhere.status == 401
+    assert elsewhere.location == ""
+
+
+async def test_app_gets_sidecars_signed_assertion_never_a_clients(
+    make_stack: StackFactory,
+) -> None:
+    stack = await make_stack()
+    browser = await stack.signed_in(ALICE)
+    answer = await browser.get(stack.url("/whoami"), {"X-Sidecar-Assertion": "forged"})
+    (assertion,) = answer.seen("X-Sidecar-Assertion")
+    jwks = (await browser.get(stack.url("/oauth2/jwks"))).json()
+    key = jwt.PyJWK(jwks["keys"][0]).key
+    claims = jwt.decode(assertion, key, algorithms=["ES256"], audience=stack.proxy.origin)
+    assert claims["sub"] == "alice"
+    assert claims["email"] == "alice@example.org"
+    anonymous = await stack.browser()
+    public = await anonymous.get(stack.url("/static/x"), {"X-Sidecar-Assertion": "forged"})
+    assert public.seen("X-Sidecar-Assertion") == []

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
+import jwt
 import pytest
 
 from .conftest import RunningProxy, StartTraefik, free_port
@@ -28,6 +29,7 @@ from .forward_auth_stack import (
     SESSION_COOKIE,
     ServerFactory,
     Stack,
+    machine_token,
     replace_each_once,
     start_auth_side,
 )
@@ -208,3 +210,38 @@ async def test_refreshed_session_reaches_the_browser_through_traefik(
     again = await browser.get(stack.url("/again"))
     assert again.status == 200
     assert stack.provider.counters.refreshes == 1
+
+
+async def test_program_with_a_bearer_token_reaches_the_api_as_its_user(
+    make_stack: StackFactory,
+) -> None:
+    stack = await make_stack()
+    token = await machine_token(stack.provider, BOB)
+    program = await stack.browser()
+    bearer = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+    answer = await program.get(stack.url("/api/items"), bearer)
+    assert answer.status == 200
+    assert answer.seen("X-Auth-Request-User") == ["bob"]
+    assert (await program.get(stack.url("/api/admin/keys"), bearer)).status == 403
+    forged = {"Authorization": f"Bearer {token[:-4]}AAAA", "Accept": "application/json"}
+    refused = await program.get(stack.url("/api/items"), forged)
+    assert refused.status == 401
+    assert refused.json()["error"] == "invalid_token"
+    assert 'error="invalid_token"' in refused.headers["WWW-Authenticate"]
+
+
+async def test_app_gets_sidecars_signed_assertion_never_a_clients(
+    make_stack: StackFactory,
+) -> None:
+    stack = await make_stack()
+    browser = await stack.signed_in(ALICE)
+    answer = await browser.get(stack.url("/whoami"), {"X-Sidecar-Assertion": "forged"})
+    (assertion,) = answer.seen("X-Sidecar-Assertion")
+    jwks = (await browser.get(stack.url("/oauth2/jwks"))).json()
+    key = jwt.PyJWK(jwks["keys"][0]).key
+    claims = jwt.decode(assertion, key, algorithms=["ES256"], audience=stack.proxy.origin)
+    assert claims["sub"] == "alice"
+    assert claims["email"] == "alice@example.org"
+    anonymous = await stack.browser()
+    public = await anonymous.get(stack.url("/static/x"), {"X-Sidecar-Assertion": "forged"})
+    assert public.seen("X-Sidecar-Assertion") == []
