@@ -120,7 +120,7 @@ class SharedRefresh:
             await self._store.delete(session.id)
             raise
         self.refreshes += 1
-        await self._store.update(refreshed, now=self._clock())
+        await self._store.store_refreshed(refreshed, previous=current, now=self._clock())
         return refreshed
 
     async def _redis(self, command: Awaitable[T]) -> T:

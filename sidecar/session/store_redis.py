@@ -4,15 +4,17 @@ The cookie (chunked and named like the cookie store's, by the same `CookiePolicy
 ticket: the session id and a random 32-byte per-session key, encrypted by the deployment's
 `SessionCodec` (purpose "ticket"). Redis keeps, under `<prefix>session:<id>`, a hash with `d`, the
 session JSON encrypted with the per-session key (a `SessionCodec` whose one secret is that key;
-purpose "session-data:<id>"), and `s`, the access token's expiry used as a version stamp. A Redis
-dump alone therefore reveals no token; the ticket alone (without the deployment secrets) reveals
-nothing either. The key's TTL is the session's remaining absolute lifetime.
+purpose "session-data:<id>") and `g` (see below). A Redis dump alone therefore reveals no token;
+the ticket alone (without the deployment secrets) reveals nothing either. The key's TTL is the
+session's remaining absolute lifetime.
 
-Writes go through one Lua script so that they cannot undo each other across replicas: a new
-session is only created where none exists; an update only applies while the session still exists
-(a session signed out elsewhere is never brought back) and never replaces newer tokens with older
-ones (a request that loaded the session before another replica refreshed it cannot put the
-spent refresh token back). Sets `<prefix>sid:<h>` and `<prefix>sub:<h>` (h: SHA-256 of the
+Writes go through one Lua script so that they cannot undo each other across replicas. Beside `d`
+the hash keeps `g`, the token generation (a digest of the refresh token). A new session is only
+created where none exists; an update only applies while the session still exists (a session
+signed out elsewhere is never brought back) and still carries the same generation, so a request
+that loaded the session before another replica refreshed it cannot put the spent refresh token
+back; only `store_refreshed`, called by the replica holding the refresh lock, moves the stored
+session to a new generation. Sets `<prefix>sid:<h>` and `<prefix>sub:<h>` (h: SHA-256 of the
 provider's sid / the user's sub) index the sessions for back-channel logout (`end_sessions`).
 
 Any Redis failure raises `SessionStoreUnavailableError` (503), never "no session": a Redis outage
@@ -51,17 +53,21 @@ SESSION_ID_MAX_CHARS = 128
 
 T = TypeVar("T")
 
-# KEYS: session, then the index sets. ARGV: data, stamp, ttl_ms, mode ("new" | "update"), id.
-# Returns 1 stored, 0 gone (update of an ended session), 2 stored tokens are newer, 3 id taken.
+# KEYS: session, then the index sets. ARGV: data, generation, ttl_ms, mode, id, previous
+# generation. Modes: "new" (only where no session is), "update" (only over the same token
+# generation), "refresh" (only over the generation refreshed from, or the new one).
+# Returns 1 stored, 0 gone (the session ended), 2 other tokens are stored, 3 id taken.
 _SAVE_SCRIPT = """
-local current = redis.call("HGET", KEYS[1], "s")
-if ARGV[4] == "update" then
+local current = redis.call("HGET", KEYS[1], "g")
+if ARGV[4] == "new" then
+  if current then return 3 end
+else
   if not current then return 0 end
-  if tonumber(current) > tonumber(ARGV[2]) then return 2 end
-elseif current then
-  return 3
+  if current ~= ARGV[2] and not (ARGV[4] == "refresh" and current == ARGV[6]) then
+    return 2
+  end
 end
-redis.call("HSET", KEYS[1], "d", ARGV[1], "s", ARGV[2])
+redis.call("HSET", KEYS[1], "d", ARGV[1], "g", ARGV[2])
 redis.call("PEXPIRE", KEYS[1], ARGV[3])
 for i = 2, #KEYS do
   redis.call("SADD", KEYS[i], ARGV[5])
@@ -213,7 +219,16 @@ class RedisSessionStore:
         known = self._keys.get(session.id)
         if known is None or session.expires_at <= now:
             return False
-        return await self._write(session, known[1], now=now, mode="update") in (1, 2)
+        return await self._write(session, known[1], now=now, mode="update") == 1
+
+    async def store_refreshed(self, session: Session, *, previous: Session, now: float) -> bool:
+        """Write `session`, just refreshed from `previous`, over the stored `previous` (not over
+        anything else: see the module docstring); False when that did not happen."""
+        known = self._keys.get(session.id)
+        if known is None or session.expires_at <= now:
+            return False
+        result = await self._write(session, known[1], now=now, mode="refresh", previous=previous)
+        return result == 1
 
     async def delete(self, session_id: str) -> None:
         """End session `session_id` (a refresh the provider rejected ends it everywhere)."""
@@ -280,21 +295,35 @@ class RedisSessionStore:
             return None  # a different key (a forged ticket never gets here) or an old format
         return session if session.id == session_id else None
 
-    async def _write(self, session: Session, codec: SessionCodec, *, now: float, mode: str) -> int:
+    async def _write(
+        self,
+        session: Session,
+        codec: SessionCodec,
+        *,
+        now: float,
+        mode: str,
+        previous: Session | None = None,
+    ) -> int:
         stored = replace(session, tokens=self._kept_tokens(session.tokens))
         payload = json.dumps(stored.to_dict(), separators=(",", ":"), ensure_ascii=False)
         data = codec.encode(
             payload.encode("utf-8"), purpose=f"{DATA_PURPOSE}:{session.id}", now=now
         )
         ttl_ms = max(1, int((session.expires_at - now) * 1000))
-        stamp = repr(float(session.tokens.expires_at or 0.0))
+        generation = self._generation(session)
+        previous_generation = self._generation(previous) if previous is not None else ""
         keys = [
             self._session_key(session.id),
             *self._index_keys(session.provider_sid, session.identity.sub),
         ]
-        args: list[Any] = [data, stamp, ttl_ms, mode, session.id]
+        args: list[Any] = [data, generation, ttl_ms, mode, session.id, previous_generation]
         result = await self._call(lambda: self._save(keys=keys, args=args))
         return int(result)
+
+    def _generation(self, session: Session) -> str:
+        """Which refresh token the stored session carries, as a digest (reveals nothing)."""
+        token = self._kept_tokens(session.tokens).refresh_token or ""
+        return hashlib.sha256(b"sidecar/refresh-generation\x00" + token.encode()).hexdigest()[:32]
 
     def _index_keys(self, sid: str | None, sub: str | None) -> list[str]:
         keys = []

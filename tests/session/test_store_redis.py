@@ -190,10 +190,28 @@ async def test_a_stale_replica_cannot_put_back_spent_tokens(redis_kit: RedisKit)
     refreshed = replace(
         session, tokens=replace(session.tokens, refresh_token="rt-2", expires_at=NOW + 320)
     )
-    await replica_b.save(refreshed, jar.cookies, now=NOW + 20)
+    seen_by_b = await replica_b.load(jar.cookies, now=NOW + 10)
+    assert seen_by_b is not None
+    assert await replica_b.store_refreshed(refreshed, previous=seen_by_b, now=NOW + 20)
     await replica_a.save(replace(seen_by_a, last_seen_at=NOW + 30), jar.cookies, now=NOW + 30)
-    loaded = await redis_kit.store().load(jar.cookies, now=NOW + 31)
+    assert not await replica_a.update(replace(seen_by_a, last_seen_at=NOW + 31), now=NOW + 31)
+    loaded = await redis_kit.store().load(jar.cookies, now=NOW + 32)
     assert loaded is not None and loaded.tokens.refresh_token == "rt-2"
+    # Refreshing again from the spent generation is refused too.
+    again = replace(refreshed, tokens=replace(refreshed.tokens, refresh_token="rt-3"))
+    assert not await replica_a.store_refreshed(again, previous=seen_by_a, now=NOW + 33)
+
+
+async def test_a_shorter_token_lifetime_after_refresh_is_still_stored(
+    redis_kit: RedisKit,
+) -> None:
+    store, jar, session = redis_kit.store(), Jar(), make_session()
+    jar.apply(await store.save(session, jar.cookies, now=NOW))
+    shorter = replace(
+        session, tokens=replace(session.tokens, refresh_token="rt-2", expires_at=NOW + 60)
+    )
+    assert await store.store_refreshed(shorter, previous=session, now=NOW + 1)
+    assert await redis_kit.store().load(jar.cookies, now=NOW + 2) == shorter
 
 
 async def test_a_session_ended_elsewhere_is_not_brought_back(redis_kit: RedisKit) -> None:
