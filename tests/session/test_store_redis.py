@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 import redis.asyncio as redis_asyncio
+from hypothesis import given
+from hypothesis import strategies as st
 from support.redis_server import RedisServer
 
 from sidecar.config.model import RedisConfig
@@ -24,6 +26,7 @@ from .conftest import Jar, make_config
 from .store_suite import COOKIE, LIFETIME, NOW, StoreKit, StoreSuite, make_session
 
 OTHER_SECRET = "a different deployment's key, 32+ characters"
+_ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
 
 
 class RedisKit:
@@ -309,3 +312,18 @@ def test_ticket_payload_round_trips_and_rejects_junk() -> None:
     for junk in (b"", bytes(32), bytes(31), bytes(32) + b"a b", bytes(32) + b"\xff"):
         with pytest.raises(ValueError):
             Ticket.from_payload(junk)
+
+
+@given(key=st.binary(min_size=32, max_size=32), session_id=st.text(_ID_CHARS, min_size=1))
+def test_any_ticket_round_trips(key: bytes, session_id: str) -> None:
+    ticket = Ticket(session_id[:128], key)
+    assert Ticket.from_payload(ticket.to_payload()) == ticket
+
+
+@given(st.binary(max_size=200))
+def test_any_payload_parses_to_itself_or_is_refused(payload: bytes) -> None:
+    try:
+        ticket = Ticket.from_payload(payload)
+    except ValueError:
+        return
+    assert ticket.to_payload() == payload
