@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
@@ -52,6 +53,8 @@ from sidecar.session.revocation import (
 )
 from sidecar.session.store import CookieSessionStore, SessionStore
 from sidecar.session.store_redis import RedisSessionStore
+
+log = logging.getLogger("sidecar.auth")
 
 LOCK_MARGIN_SECONDS = 5.0
 
@@ -126,6 +129,12 @@ def install_session_backend(app: web.Application, services: AuthServices) -> Non
     redis = _redis_of(store)
     carry = app.get(keys.CARRY_OVER) or CarryOver()
     replays: ReplayGuard = carry.keep("memory_replay_guard", MemoryReplayGuard, MemoryReplayGuard)
+    if redis is None and services.config.server.workers > 1:
+        log.warning(
+            "back-channel logout without session.redis reaches only the worker process the "
+            "provider calls (server.workers is %d): configure session.redis",
+            services.config.server.workers,
+        )
     if redis is not None:
         client, health, prefix = redis
         replays = RedisReplayGuard(client, health, key_prefix=prefix)

@@ -157,3 +157,10 @@ async def test_sign_out_during_a_redis_outage_still_clears_the_browser(
     )
     assert hops[0].status == 303
     assert not browser.has_session()
+
+
+async def test_several_workers_without_redis_are_warned_about(
+    make_stack: StackFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    await make_stack(server={"workers": 2})
+    assert any("session.redis" in record.getMessage() for record in caplog.records)
