@@ -88,8 +88,9 @@ def _media_ranges(accept: str) -> list[tuple[str, float]]:
 def wants_json(headers: Mapping[str, str], method: str) -> bool:
     """True for clients that cannot use an HTML page (or a login redirect): programs, not browsers.
 
-    That is: Accept prefers application/json over text/html, or X-Requested-With is present, or the
-    method is not GET/HEAD and Accept does not mention text/html. `headers` must be looked up
+    That is: Accept prefers application/json over text/html, or X-Requested-With is present, or an
+    Authorization header is sent without asking for text/html, or the method is not GET/HEAD and
+    Accept does not mention text/html. `headers` must be looked up
     case-insensitively (aiohttp's request headers are).
     """
     accept = headers.get("Accept", "")
@@ -102,4 +103,6 @@ def wants_json(headers: Mapping[str, str], method: str) -> bool:
         return True
     if headers.get("X-Requested-With"):
         return True
+    if headers.get("Authorization") and html_q == 0:
+        return True  # a client presenting its own credential is a program, not a browser
     return method.upper() not in ("GET", "HEAD") and html_q == 0

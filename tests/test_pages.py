@@ -27,6 +27,9 @@ from sidecar.pages import load_template, render_error, render_page, status_title
         ({"Accept": "text/html"}, "POST", False),
         ({}, "HEAD", False),
         ({"Accept": "text/html;q=bogus"}, "PUT", True),
+        ({"Authorization": "Bearer abc", "Accept": "*/*"}, "GET", True),
+        ({"Authorization": "Basic YTpi"}, "GET", True),
+        ({"Authorization": "Bearer abc", "Accept": "text/html"}, "GET", False),
     ],
 )
 def test_wants_json_tells_programs_from_browsers(
