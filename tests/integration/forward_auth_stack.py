@@ -2,12 +2,12 @@
 
 `start_auth_side(aiohttp_server, ...)` starts the development provider (auto-login), the echo
 backend and sidecar (`create_app`, in-process) sharing one fake clock, configured for
-forward-auth: `server.trusted_proxies` is 127.0.0.1, a public `/static` route, an `/admin`
-route for the `admins` group, and `/api/admin` (for sub `alice`) and `/api` routes that take
-bearer tokens whose audience is the provider's issuer (`machine_token` gets one, as a program
-would); the signed identity assertion is on. `Stack` puts the running ingress in front;
-`Browser` is an aiohttp client with a cookie jar that follows redirects itself and records every
-answer.
+forward-auth: `server.trusted_proxies` is 127.0.0.1; public `/static` and `/health`, `/admin` for
+the `admins` group, `/api/admin` (sub `alice`) and `/api` for bearer tokens whose audience is the
+provider's issuer (`machine_token` gets one, as a program would), and staff (`example.org`
+emails) everywhere else; the signed identity assertion is on. `Stack` puts the running ingress
+in front; `Browser` is an aiohttp client with a cookie jar that follows redirects itself and
+records every answer.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ ALICE = {
     "groups": ["admins", "staff"],
 }
 BOB = {"sub": "bob", "email": "bob@example.org", "preferred_username": "bob", "groups": ["staff"]}
+EVE = {"sub": "eve", "email": "eve@elsewhere.example", "preferred_username": "eve", "groups": []}
 SESSION_COOKIE = "_sidecar"
 MACHINE_ID = "machine"
 MACHINE_SECRET = "machine-secret-for-forward-auth-tests"
@@ -143,7 +144,8 @@ class Stack:
     async def signed_in(self, user: Mapping[str, Any] = ALICE) -> Browser:
         self.provider.auto_login = dict(user)
         browser = await self.browser()
-        hops = await browser.follow(self.url("/oauth2/start?rd=/"))  # any ingress's way in
+        # Any ingress's way in, landing on a public page that answers whoever signed in.
+        hops = await browser.follow(self.url("/oauth2/start?rd=/static/signed-in"))
         assert hops[-1].status == 200, [(hop.status, hop.url) for hop in hops]
         assert browser.session_cookie() is not None
         return browser
@@ -201,15 +203,20 @@ async def start_auth_side(aiohttp_server: ServerFactory, **provider_options: Any
             },
             "session": {"secret": SESSION_SECRET, "refresh_margin_seconds": 30},
             "server": {"trusted_proxies": ["127.0.0.1/32"]},
+            # The issue's example: public under /static and /health, admins under /admin,
+            # programs with a token of the provider's audience under /api, staff everywhere else.
             "policies": {
+                "staff": {"email_domains": ["example.org"]},
                 "admins": {"groups_any": ["admins"]},
                 "api-admins": {"claims": {"sub": ["alice"]}},  # access tokens carry no groups
             },
             "routes": [
                 {"path": "/static", "access": "public"},
+                {"exact": "/health", "access": "public", "methods": ["GET", "HEAD"]},
                 {"path": "/admin", "policy": "admins"},
                 {"path": "/api/admin", "bearer": True, "policy": "api-admins"},
                 {"path": "/api", "bearer": True},
+                {"path": "/", "policy": "staff"},
             ],
             "api": {"bearer": {"audiences": [issuer]}},
             "identity_assertion": {"enabled": True, "keys": [{"key": assertion_key()}]},

@@ -26,6 +26,7 @@ from .conftest import RunningProxy, StartTraefik, free_port
 from .forward_auth_stack import (
     ALICE,
     BOB,
+    EVE,
     SESSION_COOKIE,
     ServerFactory,
     Stack,
@@ -245,3 +246,15 @@ async def test_app_gets_sidecars_signed_assertion_never_a_clients(
     anonymous = await stack.browser()
     public = await anonymous.get(stack.url("/static/x"), {"X-Sidecar-Assertion": "forged"})
     assert public.seen("X-Sidecar-Assertion") == []
+
+
+async def test_staff_everywhere_outsiders_only_on_public_paths(make_stack: StackFactory) -> None:
+    stack = await make_stack()
+    eve = await stack.signed_in(EVE)  # signed in, but not staff
+    assert (await eve.get(stack.url("/reports"))).status == 403
+    assert (await eve.get(stack.url("/"))).status == 403
+    assert (await eve.get(stack.url("/static/app.css"))).status == 200
+    assert (await eve.get(stack.url("/health"))).status == 200
+    bob = await stack.signed_in(BOB)
+    assert (await bob.get(stack.url("/reports"))).status == 200
+    assert (await bob.get(stack.url("/healthz-not-public"))).status == 200  # exact, not a prefix
