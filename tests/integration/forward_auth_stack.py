@@ -12,6 +12,7 @@ records every answer.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -255,3 +256,21 @@ async def machine_token(provider: DevProvider, user: Mapping[str, Any] = ALICE) 
             assert response.status == 200, await response.text()
             token: str = (await response.json())["access_token"]
     return token
+
+
+async def send_raw(
+    port: int, target: str, headers: Mapping[str, str] | None = None
+) -> tuple[int, bytes]:
+    """`GET target HTTP/1.1` sent byte for byte (clients normalise `..` before sending); the
+    status and the body (enough to tell an echo from an error page)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    lines = [f"GET {target} HTTP/1.1", f"Host: 127.0.0.1:{port}"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    lines += ["Connection: close", "", ""]
+    writer.write("\r\n".join(lines).encode("latin-1"))
+    await writer.drain()
+    data = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body

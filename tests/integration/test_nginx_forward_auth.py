@@ -10,6 +10,7 @@ share one fake clock.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from .forward_auth_stack import (
     Stack,
     machine_token,
     replace_each_once,
+    send_raw,
     start_auth_side,
 )
 
@@ -260,3 +262,37 @@ async def test_staff_everywhere_outsiders_only_on_public_paths(make_stack: Stack
     bob = await stack.signed_in(BOB)
     assert (await bob.get(stack.url("/reports"))).status == 200
     assert (await bob.get(stack.url("/healthz-not-public"))).status == 200  # exact, not a prefix
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/static/../admin/users",
+        "/static/%2e%2e/admin/users",
+        "/static/%2E%2E/admin/users",
+        "/static/.%2e/admin/users",
+        "/static/..%2fadmin/users",
+        "/static/%2fadmin/users",
+        "/static/..;/admin/users",
+        "/static//../admin/users",
+        "//admin/users",
+        "/./admin/users",
+        "/admin;x/users",
+    ],
+)
+async def test_path_tricks_never_reach_admin_through_a_public_rule(
+    make_stack: StackFactory, target: str
+) -> None:
+    stack = await make_stack()
+    bob = await stack.signed_in(BOB)  # staff, not an admin
+    cookie = "; ".join(f"{c.key}={c.value}" for c in bob.http.cookie_jar)
+    status, _ = await send_raw(stack.proxy.port, target, {"Cookie": cookie})
+    assert status == 403  # sent byte for byte: nginx passes $request_uri as the client wrote it
+
+
+async def test_double_encoding_stays_under_the_public_prefix(make_stack: StackFactory) -> None:
+    stack = await make_stack()
+    target = "/static/%252e%252e/admin/users"  # `%25` is `%`: never decoded twice
+    status, body = await send_raw(stack.proxy.port, target)
+    assert status == 200
+    assert json.loads(body)["raw_path"] == target  # the app gets it as it was decided on
