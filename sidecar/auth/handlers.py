@@ -120,7 +120,11 @@ class AuthHandlers:
             )
         try:
             metadata = services.require_directory().metadata()
-            callback = parse_callback(query, expected_issuer=metadata.issuer)
+            callback = parse_callback(
+                query,
+                expected_issuer=metadata.issuer,
+                iss_required=metadata.authorization_response_iss_parameter_supported,
+            )
             if attempt is None:
                 existing = await services.store.load(request.cookies, now=now)
                 if existing is not None:

@@ -117,14 +117,24 @@ def _sanitise(text: str, limit: int) -> str:
     return _UNSAFE_REASON_CHARS.sub("?", text[:limit])
 
 
-def parse_callback(query: Mapping[str, str], *, expected_issuer: str | None) -> Callback:
+def parse_callback(
+    query: Mapping[str, str], *, expected_issuer: str | None, iss_required: bool = False
+) -> Callback:
     """Read the provider's authorization response, or raise `LoginError` saying what went wrong.
 
     The `iss` check (RFC 9207) comes first, so an error response from a mixed-up provider is
-    reported as such. The provider's `error_description` is attacker-controllable text: it goes
-    only into the operator `reason`, never into the user's message.
+    reported as such; with `iss_required` (the provider's metadata says it always sends `iss`,
+    RFC 9207 2.4) a response without `iss` is refused too. The provider's `error_description` is
+    attacker-controllable text: it goes only into the operator `reason`, never into the user's
+    message.
     """
     iss = query.get("iss")
+    if iss is None and iss_required and expected_issuer is not None:
+        raise LoginError(
+            "Sign-in came back from a different identity provider than expected.",
+            code="issuer_mismatch",
+            reason="callback without iss from a provider that promises it (RFC 9207)",
+        )
     if iss is not None and expected_issuer is not None and iss != expected_issuer:
         raise LoginError(
             "Sign-in came back from a different identity provider than expected.",
