@@ -46,7 +46,7 @@ from sidecar.gating import Gate, GateResult
 from sidecar.pages import SIGN_IN_TEMPLATE, render_page, wants_json
 from sidecar.policy import decide
 from sidecar.routing import Route, RouteTable
-from sidecar.session.cookies import CookiePolicy
+from sidecar.session.cookies import CookiePolicy, has_duplicate_session_cookie
 from sidecar.session.model import Identity, Session, Tokens
 
 WWW_AUTHENTICATE = ("WWW-Authenticate", 'Bearer realm="sidecar"')
@@ -79,6 +79,10 @@ async def resolve_session(request: web.Request, services: AuthServices) -> Resol
     now = services.clock()
     cookies = request.cookies
     store = services.store
+    if has_duplicate_session_cookie(services.policy, request.headers.getall("Cookie", ())):
+        # Cookie tossing: ours and a planted one under the same name. Use neither, clear
+        # nothing (clearing ours would leave only the planted one).
+        return Resolution(None, (), ("session-cookie-duplicated",))
     session = await store.load(cookies, now=now)
     if session is None:
         if _has_session_cookie(services.policy, cookies):

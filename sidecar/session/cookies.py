@@ -109,6 +109,23 @@ class CookiePolicy:
         return int(match.group(1) or 0)
 
 
+def has_duplicate_session_cookie(policy: CookiePolicy, cookie_headers: Iterable[str]) -> bool:
+    """True when the Cookie headers carry one of the session cookie's names twice with different
+    values: a copy tossed in by a sibling subdomain (or planted with a narrower Path) beside
+    sidecar's own. Which one is sidecar's cannot be told, so the caller must use neither."""
+    seen: dict[str, str] = {}
+    for header in cookie_headers:
+        if policy.name not in header:
+            continue
+        for pair in header.split(";"):
+            name, sep, value = pair.strip().partition("=")
+            if not sep or policy.chunk_index(name) is None:
+                continue
+            if seen.setdefault(name, value.strip()) != value.strip():
+                return True
+    return False
+
+
 def chunk_name(policy: CookiePolicy, index: int, name: str | None = None) -> str:
     base = policy.name if name is None else name
     return base if index == 0 else f"{base}_{index}"
