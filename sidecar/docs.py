@@ -68,6 +68,7 @@ _RESTART_ONLY = {
     "server.max_request_line_bytes",
     "server.max_header_bytes",
     "server.max_headers",
+    "server.header_read_timeout_seconds",
     "server.shutdown_grace_seconds",
 }
 

@@ -50,6 +50,7 @@ from sidecar.carry_over import CarryOver
 from sidecar.config.load import load_config
 from sidecar.config.model import SidecarConfig
 from sidecar.errors import ConfigError
+from sidecar.head_timeout import HeadTimeoutServer
 from sidecar.observability.health import ReadinessCheck, run_checks
 from sidecar.observability.logging import configure_logging
 from sidecar.observability.metrics import Metrics
@@ -70,6 +71,7 @@ RESTART_ONLY = (
     "max_request_line_bytes",
     "max_header_bytes",
     "max_headers",
+    "header_read_timeout_seconds",
     "shutdown_grace_seconds",
 )
 
@@ -234,7 +236,12 @@ class ReloadingServer:
 
     def make_web_server(self, **handler_args: Any) -> web.Server:
         """The server for the listening socket (parser limits and access log in handler_args)."""
-        return web.Server(self._handle, request_factory=self._make_request, **handler_args)
+        return HeadTimeoutServer(
+            self._handle,
+            request_factory=self._make_request,
+            head_timeout_seconds=self.current.config.server.header_read_timeout_seconds,
+            **handler_args,
+        )
 
     async def start(self) -> None:
         await self.current.start()

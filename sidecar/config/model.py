@@ -104,6 +104,17 @@ class ServerConfig(Model):
         ),
     )
     max_headers: int = Field(100, ge=10, description="Most header fields in one request.")
+    header_read_timeout_seconds: float = Field(
+        20.0,
+        gt=0,
+        le=600,
+        description=(
+            "A connection whose request line and headers have not all arrived this long after "
+            "it opened (or after the next request's first byte) is closed: slow-header clients "
+            "(slowloris) cannot hold connections open. Idle keep-alive connections and bodies "
+            "are not affected."
+        ),
+    )
     max_body_bytes: int | None = Field(
         None,
         ge=0,
@@ -1268,7 +1279,6 @@ class SidecarConfig(Model):
             "Needs a provider."
         ),
     )
-
     api: ApiConfig = Field(
         default_factory=ApiConfig, description="API and machine clients (bearer tokens, htpasswd)."
     )
