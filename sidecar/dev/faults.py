@@ -22,6 +22,7 @@ class Faults:
     hs256_with_public_key: bool = False  # HS256 keyed with the RSA public key PEM
     unknown_kid: bool = False  # signed by an unpublished key with its own kid
     no_kid: bool = False  # correctly signed, no kid in the header
+    publish_extra_key: bool = False  # the JWKS also lists a second (unused) signing key
     # ID token claims
     wrong_issuer: bool = False
     wrong_audience: bool = False
@@ -30,6 +31,10 @@ class Faults:
     wrong_nonce: bool = False
     missing_nonce: bool = False
     expired: bool = False  # exp an hour before now
+    missing_sub: bool = False  # no sub claim
+    missing_iat: bool = False  # no iat claim
+    missing_exp: bool = False  # no exp claim
+    missing_audience: bool = False  # no aud claim (azp kept)
     issued_in_future: bool = False  # iat an hour after now
     # other endpoints
     userinfo_sub_mismatch: bool = False

@@ -49,9 +49,13 @@ class SigningKeys:
         self._current = generate_rsa_key()
         return self.current_kid
 
-    def public_jwks(self) -> dict[str, Any]:
-        """The JWKS document (public parts of the current key only)."""
-        return {"keys": [self._current.as_dict(private=False)]}
+    def public_jwks(self, *, extra_key: bool = False) -> dict[str, Any]:
+        """The JWKS document (public parts of the current key only; with `extra_key`, also the
+        impostor's, as a provider publishing its next key ahead of a rotation does)."""
+        keys = [self._current.as_dict(private=False)]
+        if extra_key:
+            keys.append(self.impostor.as_dict(private=False))
+        return {"keys": keys}
 
     def all_keys(self) -> jwk.KeySet:
         """Current and retired keys, for the provider reading its own tokens."""

@@ -255,7 +255,7 @@ class DevProvider:
 
     async def _jwks(self, request: web.Request) -> web.Response:
         self.counters.jwks += 1
-        return web.json_response(self.keys.public_jwks())
+        return web.json_response(self.keys.public_jwks(extra_key=self.faults.publish_extra_key))
 
     async def _authorize(self, request: web.Request) -> web.Response:
         self.counters.authorize += 1

@@ -2,7 +2,8 @@
 
 Pure functions (no aiohttp, time passed in): which user claims a scope releases, the claims of ID
 and access tokens, signing them with the provider's key (or, when a `Faults` knob says so, with a
-wrong key, `alg: none`, HS256 keyed with the public key PEM, an unknown kid or no kid), and reading
+wrong key, `alg: none`, HS256 keyed with the public key PEM, an unknown kid or no kid; claims
+left out), and reading
 the provider's own tokens back (access tokens at userinfo, `id_token_hint` at end_session).
 """
 
@@ -88,6 +89,14 @@ def build_id_token_claims(
     if faults.issued_in_future:
         claims["iat"] = issued_at + FAULT_SKEW_SECONDS
         claims["exp"] = issued_at + FAULT_SKEW_SECONDS + ttl_seconds
+    for knob, claim in (
+        (faults.missing_sub, "sub"),
+        (faults.missing_iat, "iat"),
+        (faults.missing_exp, "exp"),
+        (faults.missing_audience, "aud"),
+    ):
+        if knob:
+            claims.pop(claim, None)
     return claims
 
 
