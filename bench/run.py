@@ -387,6 +387,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             for name in proxies:
                 large_targets[f"{name}_small"] = (bench.urls[name] + "/", cookies[name])
                 bench.rss_roots[f"{name}_small"] = bench.rss_roots[name]
+                # Its own cookies only: the padding to the peer's 12 KB is not sidecar's session.
+                large_targets[f"{name}_unpadded"] = (
+                    bench.urls[name] + "/",
+                    large[name].cookie_header(),
+                )
+                bench.rss_roots[f"{name}_unpadded"] = bench.rss_roots[name]
             bench.results["large_session"] = await bench.measure(large_targets, connections=32)
 
             log("sidecar with 1 worker beside the main one")

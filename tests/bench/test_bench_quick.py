@@ -116,10 +116,10 @@ def test_quick_run_reports_every_measurement(quick_report: tuple[dict[str, Any],
 def test_quick_run_checks_every_target(quick_report: tuple[dict[str, Any], str]) -> None:
     report, _ = quick_report
     checks = {check["target"]: check for check in report["targets"]}
-    assert len(checks) == 10
+    assert len(checks) == 11
     measured = [name for name, check in checks.items() if not math.isnan(check["measured"])]
     if report["meta"]["peer"]:
-        assert len(measured) >= 9  # all but routes when sidecar has none yet
+        assert len(measured) >= 10  # all but routes when sidecar has none yet
 
 
 def test_quick_run_prints_the_table(quick_report: tuple[dict[str, Any], str]) -> None:
