@@ -1,10 +1,13 @@
 """The pages sidecar shows people: rendering of built-in or user-supplied HTML templates.
 
 Templates are `string.Template` files with `$name` placeholders; every value is HTML-escaped before
-it is put in, so nothing a request carries can inject markup. `auth.templates_dir` may hold the
-operator's own `error.html` / `sign_in.html`, which replace the built-in ones (a placeholder a
-custom template does not know is left as written, never an error). `wants_json` decides, from the
-request alone, whether a client is a program that wants JSON rather than a page.
+it is put in, so nothing a request carries can inject markup. The one exception is `$style`: the
+built-in stylesheet (`templates/page.css`, trusted, never request data), which every built-in page
+puts in its `<style>` element. `auth.templates_dir` may hold the operator's own `error.html` /
+`sign_in.html` (and the other page names), which replace the built-in ones; such a template may use
+`$style` to look like the built-in pages or leave it out and bring its own styling (a placeholder a
+custom template does not use or does not know is left as written, never an error). `wants_json`
+decides, from the request alone, whether a client is a program that wants JSON rather than a page.
 """
 
 from __future__ import annotations
@@ -19,6 +22,12 @@ from string import Template
 
 ERROR_TEMPLATE = "error.html"
 SIGN_IN_TEMPLATE = "sign_in.html"
+STYLESHEET = "page.css"
+STYLE_PLACEHOLDER = "style"
+
+
+def _builtin_text(name: str) -> str:
+    return resources.files("sidecar").joinpath("templates", name).read_text(encoding="utf-8")
 
 
 @lru_cache(maxsize=32)
@@ -28,13 +37,24 @@ def load_template(name: str, templates_dir: str | None) -> Template:
         custom = Path(templates_dir) / name
         if custom.is_file():
             return Template(custom.read_text(encoding="utf-8"))
-    builtin = resources.files("sidecar").joinpath("templates", name)
-    return Template(builtin.read_text(encoding="utf-8"))
+    return Template(_builtin_text(name))
+
+
+@lru_cache(maxsize=1)
+def load_stylesheet() -> str:
+    """The built-in pages' shared CSS, put in unescaped as `$style`; read once."""
+    return _builtin_text(STYLESHEET)
 
 
 def render_page(template_name: str, *, templates_dir: str | None = None, **values: object) -> str:
-    """Fill a template; every value is converted to text and HTML-escaped (quotes included)."""
+    """Fill a template; every value is converted to text and HTML-escaped (quotes included).
+
+    `$style` is reserved for the trusted built-in stylesheet, so no caller's value can take it.
+    """
+    if STYLE_PLACEHOLDER in values:
+        raise ValueError(f"${STYLE_PLACEHOLDER} is reserved for the built-in stylesheet")
     escaped = {key: html.escape(str(value), quote=True) for key, value in values.items()}
+    escaped[STYLE_PLACEHOLDER] = load_stylesheet()
     return load_template(template_name, templates_dir).safe_substitute(escaped)
 
 

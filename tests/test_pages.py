@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 from multidict import CIMultiDict
 
-from sidecar.pages import load_template, render_error, render_page, status_title, wants_json
+from sidecar.pages import (
+    load_stylesheet,
+    load_template,
+    render_error,
+    render_page,
+    status_title,
+    wants_json,
+)
 
 
 @pytest.mark.parametrize(
@@ -78,3 +85,35 @@ def test_templates_dir_without_the_file_falls_back_to_builtin(tmp_path: Path) ->
     )
     assert "Sign in with Example &amp; Co" in page
     assert 'href="/oauth2/start?rd=%2Fa&amp;x=1"' in page
+
+
+@pytest.mark.parametrize(
+    "name", ["error.html", "forbidden.html", "sign_in.html", "sign_in_failed.html", "sign_out.html"]
+)
+def test_builtin_pages_carry_the_shared_stylesheet(name: str) -> None:
+    page = render_page(name)
+    assert f"<style>{load_stylesheet()}</style>" in page
+    assert "$style" not in page
+
+
+def test_custom_template_without_style_renders_as_written(tmp_path: Path) -> None:
+    (tmp_path / "sign_in.html").write_text(
+        "<html><body><a href='$start_url'>Go, $provider_name</a></body></html>", encoding="utf-8"
+    )
+    page = render_page(
+        "sign_in.html", templates_dir=str(tmp_path), provider_name="A&B", start_url="/s"
+    )
+    assert page == "<html><body><a href='/s'>Go, A&amp;B</a></body></html>"
+
+
+def test_custom_template_may_use_the_shared_stylesheet(tmp_path: Path) -> None:
+    (tmp_path / "error.html").write_text(
+        "<style>$style main { color: red; }</style><h1>$title</h1>", encoding="utf-8"
+    )
+    page = render_error(404, "not_found", "Gone.", templates_dir=str(tmp_path))
+    assert page == f"<style>{load_stylesheet()} main {{ color: red; }}</style><h1>Not Found</h1>"
+
+
+def test_style_is_not_a_value_callers_can_set() -> None:
+    with pytest.raises(ValueError, match="reserved"):
+        render_page("error.html", style="</style><script>")
