@@ -198,6 +198,9 @@ class AuthHandlers:
         )
         response = web.Response(text=page, content_type="text/html")
         response.headers[NO_STORE[0]] = NO_STORE[1]
+        # Its button signs out: no other site may show it in a frame and trick a click on it.
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
         return response
 
     async def _signed_out(self, request: web.Request, origin: str, target: str) -> web.Response:
