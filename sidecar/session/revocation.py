@@ -4,7 +4,8 @@ A cookie session lives in the browser, so back-channel logout cannot delete it; 
 instead. `revoke(sid=..., sub=..., now=...)` records the provider session id (any session with
 that `provider_sid` is over; with a sid the sub adds nothing) or else the user (sessions of that
 `sub` created at or before `now` are over; a later sign-in is not). Entries are kept
-`lifetime_seconds`, until every session they can match has expired anyway.
+`lifetime_seconds`, until every session they can match has expired anyway. Sign-out revokes the
+one session it ends (`session_id=`), so a copy of its cookie does not outlive it.
 `RevocationCheckingStore` wraps the cookie store so that a revoked session loads as no session:
 the gate needs no change.
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol, TypeVar
 
@@ -33,6 +35,7 @@ from sidecar.session.model import Session
 from sidecar.session.redis_client import REDIS_ERRORS, RedisClient, RedisHealth
 from sidecar.session.store import SessionStore
 
+log = logging.getLogger("sidecar.session")
 T = TypeVar("T")
 SYNC_SECONDS = 2.0
 MAX_STALE_SECONDS = 30.0
@@ -60,8 +63,13 @@ def entry_name(kind: str, value: str) -> str:
     return f"{kind}:{hashlib.sha256(value.encode('utf-8')).hexdigest()[:32]}"
 
 
-def revocation_entries(sid: str | None, sub: str | None) -> list[str]:
-    """A sid names one provider session: with both, only that one ends, not all of the user's."""
+def revocation_entries(
+    sid: str | None, sub: str | None, session_id: str | None = None
+) -> list[str]:
+    """A sid names one provider session: with both, only that one ends, not all of the user's.
+    A `session_id` (sidecar's own, at sign-out) names exactly one session."""
+    if session_id:
+        return [entry_name("session", session_id)]
     if sid:
         return [entry_name("sid", sid)]
     if sub:
@@ -71,15 +79,19 @@ def revocation_entries(sid: str | None, sub: str | None) -> list[str]:
 
 def is_revoked_by(entries: Mapping[str, float], session: Session) -> bool:
     """Pure: does this list end `session`? A sid ends its sessions whenever they were created; a
-    sub ends the user's sessions created up to the revocation."""
+    sub ends the user's sessions created up to the revocation; a session id ends that session."""
     if session.provider_sid and entry_name("sid", session.provider_sid) in entries:
+        return True
+    if entry_name("session", session.id) in entries:
         return True
     revoked_at = entries.get(entry_name("sub", session.identity.sub))
     return revoked_at is not None and session.created_at <= revoked_at
 
 
 class RevocationList(Protocol):
-    async def revoke(self, *, sid: str | None, sub: str | None, now: float) -> None: ...
+    async def revoke(
+        self, *, sid: str | None, sub: str | None, now: float, session_id: str | None = None
+    ) -> None: ...
 
     async def is_revoked(self, session: Session, *, now: float) -> bool: ...
 
@@ -91,11 +103,13 @@ class MemoryRevocations:
         self._lifetime = lifetime_seconds
         self._entries: dict[str, float] = {}
 
-    async def revoke(self, *, sid: str | None, sub: str | None, now: float) -> None:
+    async def revoke(
+        self, *, sid: str | None, sub: str | None, now: float, session_id: str | None = None
+    ) -> None:
         self._entries = {
             name: at for name, at in self._entries.items() if at >= now - self._lifetime
         }
-        for name in revocation_entries(sid, sub):
+        for name in revocation_entries(sid, sub, session_id):
             self._entries[name] = max(now, self._entries.get(name, 0.0))
 
     async def is_revoked(self, session: Session, *, now: float) -> bool:
@@ -131,8 +145,10 @@ class RedisRevocations:
         self._revoke = client.register_script(_REVOKE_SCRIPT)
         self.syncs = 0  # full reads of the hash (tests and diagnostics)
 
-    async def revoke(self, *, sid: str | None, sub: str | None, now: float) -> None:
-        entries = revocation_entries(sid, sub)
+    async def revoke(
+        self, *, sid: str | None, sub: str | None, now: float, session_id: str | None = None
+    ) -> None:
+        entries = revocation_entries(sid, sub, session_id)
         if not entries:
             return
         args: list[str | float] = [self._lifetime, now]
@@ -246,6 +262,15 @@ class RevocationCheckingStore:
         return await self.inner.save(session, cookies_present, now=now)
 
     async def clear(self, cookies_present: Mapping[str, str], *, now: float) -> list[str]:
+        """Delete the cookies and revoke the session they held, so a copy of the cookie taken
+        before (a shared machine, a stolen backup) is dead after sign-out too."""
+        session = await self.inner.load(cookies_present, now=now)
+        if session is not None:
+            try:
+                await self.revocations.revoke(sid=None, sub=None, now=now, session_id=session.id)
+            except SessionStoreUnavailableError:
+                # The browser's cookies go anyway; only a copy taken earlier outlives them.
+                log.warning("could not revoke the ended session: the revocation list is down")
         return await self.inner.clear(cookies_present, now=now)
 
     async def end_sessions(self, *, sid: str | None, sub: str | None, now: float) -> int:
