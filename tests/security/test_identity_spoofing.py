@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from .conftest import (
     ALICE,
     IDENTITY_HEADERS,
+    MALLORY,
     Seen,
     Stack,
     StackFactory,
@@ -342,3 +343,26 @@ async def test_forged_access_token_and_authorization_are_replaced(
     assert len(tokens) == 1
     assert tokens[0] != FORGED
     assert seen.values("Authorization") == [f"Bearer {tokens[0]}"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "X-Forwarded-Groups joins groups with ',', so a group the user could name 'staff,admins' "
+        "reads as the two groups staff and admins to a backend that splits the header. Fix "
+        "pending (leave such a group out of the header, or refuse it) in "
+        "sidecar/auth/identity_headers.py, which another helper is editing; remove this mark then."
+    ),
+)
+async def test_a_group_name_with_a_comma_cannot_pose_as_two_groups(
+    make_stack: StackFactory,
+) -> None:
+    stack = await make_stack()
+    stack.provider.auto_login = {**MALLORY, "groups": ["staff,admins"]}
+    browser = await stack.browser()
+    async with browser.http.get(stack.url("/app"), allow_redirects=True) as response:
+        assert response.status == 200
+        seen = backend_report(await response.text())
+    groups = ",".join(identity_values(seen).get("x-forwarded-groups", [])).split(",")
+    assert "admins" not in groups
+    assert (await browser.request("GET", stack.url("/admin"))).status == 403  # sidecar itself
