@@ -6,8 +6,14 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 from aiohttp.test_utils import TestServer
+from hypothesis import HealthCheck, settings
 from support.echo import make_echo_app
 from support.redis_server import RedisServer, require_redis
+
+# The machine (and CI's) is shared and noisy: property tests check behaviour, not speed, so no
+# per-example deadline and no "too slow" health check.
+settings.register_profile("sidecar", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("sidecar")
 
 
 @pytest.fixture
