@@ -13,32 +13,20 @@ Pure: no I/O, no aiohttp.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from sidecar.config.model import HeadersConfig
 from sidecar.endpoints import X_AUTH_REQUEST_HEADERS, X_FORWARDED_ACCESS_TOKEN
+from sidecar.oidc.tokens import claim_at
 from sidecar.session.model import Identity, Tokens
 
 _FIELDS = ("user", "sub", "email", "username", "groups", "email_verified")
 
 
-def _claim_at(claims: Mapping[str, Any], path: str) -> Any:
-    """The claim named `path`, else the nested claim at the dotted `path`, else None."""
-    if path in claims:
-        return claims[path]
-    value: Any = claims
-    for part in path.split("."):
-        if not isinstance(value, Mapping) or part not in value:
-            return None
-        value = value[part]
-    return value
-
-
 def _field(identity: Identity, source: str) -> Any:
     if source in _FIELDS:
         return getattr(identity, source)
-    return _claim_at(identity.claims, source)
+    return claim_at(identity.claims, source)
 
 
 def _scalar_text(value: Any) -> str | None:

@@ -28,6 +28,7 @@ from sidecar.oidc.discovery import (
     WELL_KNOWN_PATH,
     ProviderResponseError,
     describe_http_failure,
+    knows_kid,
     parse_jwks,
     read_json,
 )
@@ -36,13 +37,6 @@ log = logging.getLogger(__name__)
 
 RETRY_SECONDS = 10.0
 HTTP_TIMEOUT_SECONDS = 10.0
-
-
-def knows_kid(keys: KeySet, kid: str | None) -> bool:
-    """Whether `keys` can verify a token naming `kid` (no kid: only a one-key set)."""
-    if kid is None:
-        return len(keys.keys) == 1
-    return any(key.kid == kid for key in keys.keys)
 
 
 class IssuerKeys:

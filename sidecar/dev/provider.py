@@ -33,7 +33,8 @@ from sidecar.dev.provider_token_endpoints import (
     TokenEndpoints,
 )
 from sidecar.dev.provider_tokens import WRONG_ISSUER, build_user, read_own_token
-from sidecar.dev.shapes import ProviderShape, unverified_claims
+from sidecar.dev.shapes import ProviderShape
+from sidecar.oidc.entra import read_unverified_claims
 
 log = logging.getLogger("sidecar.dev.provider")
 
@@ -364,7 +365,7 @@ class DevProvider:
             now = self.clock()
             issuer = self.issuer
             if self.shape is not None:  # the hint carries the shape's issuer, maybe per tenant
-                issuer = self.shape.token_issuer(self.issuer, unverified_claims(hint))
+                issuer = self.shape.token_issuer(self.issuer, read_unverified_claims(hint))
             hint_claims = read_own_token(
                 hint, self.keys, issuer=issuer, now=now, check_expiry=False
             )

@@ -320,15 +320,3 @@ def load_shape(directory: str | Path) -> ProviderShape:
     if discovery is None and not shape.endpoints:
         raise ValueError(f"{root}: without discovery.json, shape.json lists endpoints")
     return shape
-
-
-def unverified_claims(token: str) -> dict[str, Any]:
-    """A JWT's payload without checking anything (only to pick the issuer to check it against)."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        return {}
-    try:
-        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (binascii.Error, ValueError):
-        return {}
-    return payload if isinstance(payload, dict) else {}

@@ -5,7 +5,6 @@ cookies. Secrets are judged, never printed."""
 from __future__ import annotations
 
 import base64
-import json
 import math
 import os
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from sidecar.oidc.tokens import build_identity
 from sidecar.session.codec import SessionCodec
 from sidecar.session.cookies import CookiePolicy, build_set_cookies
 from sidecar.session.model import Session, Tokens
+from sidecar.session.store import PURPOSE, encode_session_json
 
 # A typical session for the cookie estimate: token sizes seen from Keycloak, Entra ID and Okta
 # (JWT access tokens with roles, a JWT refresh token), as incompressible random text.
@@ -131,9 +131,8 @@ def check_cookie_size(config: SidecarConfig, clock: Callable[[], float]) -> Find
         return Finding("skip", title, "sessions are not kept in cookies")
     now = clock()
     session = typical_session(config, now)
-    payload = json.dumps(session.to_dict(), separators=(",", ":"), ensure_ascii=False)
     codec = SessionCodec([s.get_secret_value() for s in session_config.secrets])
-    value = codec.encode(payload.encode("utf-8"), purpose="session", now=now)
+    value = codec.encode(encode_session_json(session), purpose=PURPOSE, now=now)
     policy = CookiePolicy.from_config(config)
     kept = ", ".join(name for name, on in session_config.keep_tokens if on) or "no tokens"
     fix = (

@@ -198,7 +198,8 @@ def parse_jwks(doc: Any) -> KeySet:
     return KeySet(keys)
 
 
-def _knows(keys: KeySet, kid: str | None) -> bool:
+def knows_kid(keys: KeySet, kid: str | None) -> bool:
+    """Whether `keys` can verify a token naming `kid` (no kid: only a one-key set)."""
     if kid is None:
         return len(keys.keys) == 1
     return any(key.kid == kid for key in keys.keys)
@@ -267,11 +268,11 @@ class ProviderDirectory:
         """The provider's signing keys; re-fetched first (rate-limited) when `kid` is unknown."""
         if not self._keys or self._metadata is None or self._metadata.jwks_uri is None:
             raise ProviderUnavailableError(reason=f"provider keys not loaded: {self._problem}")
-        if _knows(self._keys, kid):
+        if knows_kid(self._keys, kid):
             return self._keys
         jwks_uri = self._metadata.jwks_uri
         async with self._refetch_lock:
-            if _knows(self._keys, kid):  # another request re-fetched while we waited
+            if knows_kid(self._keys, kid):  # another request re-fetched while we waited
                 return self._keys
             now = self._clock()
             last = self._last_refetch_at

@@ -1,5 +1,9 @@
 """Where sessions live between requests: the `SessionStore` interface and the cookie store.
 
+Every store applies the same rules, kept here beside the interface: `is_live` (absolute lifetime
+and idle timeout), `kept_tokens` (`session.keep_tokens`) and the session's JSON payload
+(`encode_session_json` / `decode_session_json`).
+
 `CookieSessionStore` keeps the whole `Session` in the browser: the compact JSON of
 `Session.to_dict()`, encrypted by the codec (purpose "session") and split across cookies by the
 cookie policy. `load` gives a `Session` or None (absent, tampered, truncated, foreign-key, expired
@@ -48,6 +52,39 @@ class SessionStore(Protocol):
     async def clear(self, cookies_present: Mapping[str, str], *, now: float) -> list[str]: ...
 
 
+def is_live(session: Session, config: SessionConfig, *, now: float) -> bool:
+    """Whether `session` is within its absolute lifetime and, when one is set, its idle timeout."""
+    if now >= session.expires_at:
+        return False
+    idle = config.idle_timeout_seconds
+    return idle is None or session.last_seen_at + idle >= now
+
+
+def kept_tokens(tokens: Tokens, config: SessionConfig) -> Tokens:
+    """`tokens` without those `session.keep_tokens` says not to store."""
+    keep = config.keep_tokens
+    return Tokens(
+        access_token=tokens.access_token if keep.access_token else None,
+        refresh_token=tokens.refresh_token if keep.refresh_token else None,
+        id_token=tokens.id_token if keep.id_token else None,
+        expires_at=tokens.expires_at,
+    )
+
+
+def encode_session_json(session: Session) -> bytes:
+    """The compact UTF-8 JSON of `session.to_dict()` that a store encrypts."""
+    return json.dumps(session.to_dict(), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def decode_session_json(payload: bytes) -> Session:
+    """The session in `payload`; ValueError, KeyError, TypeError or AttributeError when it is
+    not one this version understands."""
+    data = json.loads(payload.decode("utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError("session payload is not an object")
+    return Session.from_dict(data)
+
+
 class CookieSessionStore:
     """Sessions encrypted into the browser's cookies; no server-side state but a decode cache."""
 
@@ -79,7 +116,7 @@ class CookieSessionStore:
             if session is None:
                 return None
             self._remember(digest, session)
-        return session if self._is_live(session, now=now) else None
+        return session if is_live(session, self._config, now=now) else None
 
     async def save(
         self, session: Session, cookies_present: Mapping[str, str], *, now: float
@@ -92,14 +129,14 @@ class CookieSessionStore:
         max_age = int(session.expires_at - now)
         if max_age <= 0:
             return await self.clear(cookies_present, now=now)
-        stored = replace(session, tokens=self._kept_tokens(session.tokens))
-        payload = json.dumps(stored.to_dict(), separators=(",", ":"), ensure_ascii=False)
-        value = self._codec.encode(payload.encode("utf-8"), purpose=PURPOSE, now=now)
+        stored = replace(session, tokens=kept_tokens(session.tokens, self._config))
+        payload = encode_session_json(stored)
+        value = self._codec.encode(payload, purpose=PURPOSE, now=now)
         headers = build_set_cookies(
             self._policy, self._policy.name, value, cookies_present, max_age_seconds=max_age
         )
         # The browser sends this value next: prime the cache with exactly what load would decode.
-        self._remember(hashlib.sha256(value.encode("ascii")).digest(), _parse(payload))
+        self._remember(hashlib.sha256(value.encode("ascii")).digest(), decode_session_json(payload))
         return headers
 
     async def clear(self, cookies_present: Mapping[str, str], *, now: float) -> list[str]:
@@ -115,24 +152,9 @@ class CookieSessionStore:
         except SessionDecodeError:
             return None
         try:
-            return _parse(payload.decode("utf-8"))
+            return decode_session_json(payload)
         except (ValueError, KeyError, TypeError, AttributeError):
             return None  # authentic but not a session this version understands
-
-    def _is_live(self, session: Session, *, now: float) -> bool:
-        if now >= session.expires_at:
-            return False
-        idle = self._config.idle_timeout_seconds
-        return idle is None or session.last_seen_at + idle >= now
-
-    def _kept_tokens(self, tokens: Tokens) -> Tokens:
-        keep = self._config.keep_tokens
-        return Tokens(
-            access_token=tokens.access_token if keep.access_token else None,
-            refresh_token=tokens.refresh_token if keep.refresh_token else None,
-            id_token=tokens.id_token if keep.id_token else None,
-            expires_at=tokens.expires_at,
-        )
 
     def _remember(self, digest: bytes, session: Session) -> None:
         if self._cache_size <= 0:
@@ -141,10 +163,3 @@ class CookieSessionStore:
         self._cache.move_to_end(digest)
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
-
-
-def _parse(payload: str) -> Session:
-    data = json.loads(payload)
-    if not isinstance(data, dict):
-        raise ValueError("session payload is not an object")
-    return Session.from_dict(data)

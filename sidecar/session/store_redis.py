@@ -26,7 +26,6 @@ cross-replica refresh (`sidecar.auth.refresh_shared`) can read and write a sessi
 from __future__ import annotations
 
 import hashlib
-import json
 import secrets
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
@@ -42,8 +41,9 @@ from sidecar.session.cookies import (
     build_set_cookies,
     join_chunks,
 )
-from sidecar.session.model import Session, Tokens
+from sidecar.session.model import Session
 from sidecar.session.redis_client import REDIS_ERRORS, RedisClient, RedisHealth
+from sidecar.session.store import decode_session_json, encode_session_json, is_live, kept_tokens
 
 TICKET_PURPOSE = "ticket"
 DATA_PURPOSE = "session-data"
@@ -167,7 +167,7 @@ class RedisSessionStore:
             return None
         codec = self._remember(ticket)
         session = await self._fetch(ticket.session_id, codec, now=now)
-        return session if session is not None and self._is_live(session, now=now) else None
+        return session if session is not None and is_live(session, self._config, now=now) else None
 
     async def save(
         self, session: Session, cookies_present: Mapping[str, str], *, now: float
@@ -211,7 +211,7 @@ class RedisSessionStore:
         if known is None:
             return None
         session = await self._fetch(session_id, known[1], now=now)
-        return session if session is not None and self._is_live(session, now=now) else None
+        return session if session is not None and is_live(session, self._config, now=now) else None
 
     async def update(self, session: Session, *, now: float) -> bool:
         """Write `session` over its stored self (see the module docstring for when that does
@@ -290,7 +290,7 @@ class RedisSessionStore:
                 now=now,
                 max_age_seconds=self._config.lifetime_seconds,
             )
-            session = _parse(payload)
+            session = decode_session_json(payload)
         except (SessionDecodeError, ValueError, KeyError, TypeError, AttributeError):
             return None  # a different key (a forged ticket never gets here) or an old format
         return session if session.id == session_id else None
@@ -304,10 +304,9 @@ class RedisSessionStore:
         mode: str,
         previous: Session | None = None,
     ) -> int:
-        stored = replace(session, tokens=self._kept_tokens(session.tokens))
-        payload = json.dumps(stored.to_dict(), separators=(",", ":"), ensure_ascii=False)
+        stored = replace(session, tokens=kept_tokens(session.tokens, self._config))
         data = codec.encode(
-            payload.encode("utf-8"), purpose=f"{DATA_PURPOSE}:{session.id}", now=now
+            encode_session_json(stored), purpose=f"{DATA_PURPOSE}:{session.id}", now=now
         )
         ttl_ms = max(1, int((session.expires_at - now) * 1000))
         generation = self._generation(session)
@@ -322,7 +321,7 @@ class RedisSessionStore:
 
     def _generation(self, session: Session) -> str:
         """Which refresh token the stored session carries, as a digest (reveals nothing)."""
-        token = self._kept_tokens(session.tokens).refresh_token or ""
+        token = kept_tokens(session.tokens, self._config).refresh_token or ""
         return hashlib.sha256(b"sidecar/refresh-generation\x00" + token.encode()).hexdigest()[:32]
 
     def _index_keys(self, sid: str | None, sub: str | None) -> list[str]:
@@ -344,25 +343,3 @@ class RedisSessionStore:
             raise SessionStoreUnavailableError(reason=f"redis: {type(exc).__name__}") from exc
         self._health.succeeded()
         return result
-
-    def _is_live(self, session: Session, *, now: float) -> bool:
-        if now >= session.expires_at:
-            return False
-        idle = self._config.idle_timeout_seconds
-        return idle is None or session.last_seen_at + idle >= now
-
-    def _kept_tokens(self, tokens: Tokens) -> Tokens:
-        keep = self._config.keep_tokens
-        return Tokens(
-            access_token=tokens.access_token if keep.access_token else None,
-            refresh_token=tokens.refresh_token if keep.refresh_token else None,
-            id_token=tokens.id_token if keep.id_token else None,
-            expires_at=tokens.expires_at,
-        )
-
-
-def _parse(payload: bytes) -> Session:
-    data = json.loads(payload.decode("utf-8"))
-    if not isinstance(data, dict):
-        raise ValueError("session payload is not an object")
-    return Session.from_dict(data)

@@ -103,6 +103,11 @@ def test_read_unverified_claims_never_raises(token: str) -> None:
     assert isinstance(read_unverified_claims(token), dict)
 
 
+def test_read_unverified_claims_of_garbage_is_empty() -> None:
+    assert read_unverified_claims("not a token") == {}
+    assert read_unverified_claims("a.!!!.c") == {}
+
+
 def test_read_unverified_claims_reads_a_payload() -> None:
     token = "eyJhbGciOiJub25lIn0.eyJ0aWQiOiJ4In0.sig"
     assert read_unverified_claims(token) == {"tid": "x"}
