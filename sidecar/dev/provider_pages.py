@@ -21,6 +21,7 @@ button { margin-top: 1.2rem; padding: .5rem 1.4rem; }
 .hint { color: #666; font-size: .9rem; }
 """
 
+NOT_FOR_PRODUCTION = "development OpenID provider - NOT FOR PRODUCTION"
 BANNER = "Development OpenID provider &mdash; NOT FOR PRODUCTION: it accepts any name, no password."
 
 

@@ -18,7 +18,8 @@ from aiohttp.test_utils import TestClient
 from joserfc import jwk, jwt
 from joserfc.errors import BadSignatureError, JoseError
 
-from sidecar.dev.provider import SESSION_COOKIE, DevProvider
+from sidecar.dev.provider import DevProvider
+from sidecar.dev.provider_browser_endpoints import SESSION_COOKIE
 from sidecar.dev.provider_clients import ASSERTION_TYPE, DevClient
 
 REDIRECT_URI = "http://rp.test/oauth2/callback"
