@@ -4,10 +4,11 @@
 token) into the `(name, value)` pairs the proxy adds upstream after it has stripped every
 client-sent copy (`sidecar.proxy.headers`); `build_auth_request_headers` gives the same identity
 as the fixed `X-Auth-Request-*` set that forward-auth answers (`sidecar.auth.forward_auth`).
-`headers.claims` maps a header name to an identity
-field (`user`, `sub`, `email`, `username`, `groups`, `email_verified`) or to a claim name; a dotted
-path reaches nested claims. Lists are comma-joined. A value carrying a control character (CR, LF,
-NUL, ...) is never sent: that header is skipped, so a hostile claim cannot split or forge headers.
+`headers.claims` maps a header name to an identity field (`user`, `sub`, `email`, `username`,
+`groups`, `email_verified`) or to a claim name; a dotted path reaches nested claims. Lists are
+comma-joined (items containing a comma are left out). A value carrying a control character (CR,
+LF, NUL, ...) is never sent: that header is skipped, so a hostile claim cannot split or forge
+headers.
 Pure: no I/O, no aiohttp.
 """
 
@@ -42,15 +43,16 @@ def _scalar_text(value: Any) -> str | None:
 def format_header_value(value: Any) -> str | None:
     """The header text for a claim value, or None when it must not be sent.
 
-    Strings, numbers and booleans are sent as text; lists and tuples of them comma-joined (", "
-    inside an item would be ambiguous, so items are joined with "," and kept as they are).
+    Strings, numbers and booleans are sent as text; lists and tuples of them comma-joined with
+    ",". An item that itself contains a comma is left out: a group named "staff,admins" would
+    otherwise read as the two groups staff and admins to a backend that splits the header.
     Missing, empty, nested and control-character values give None.
     """
     if isinstance(value, list | tuple):
         items = [_scalar_text(item) for item in value]
         if any(item is None for item in items):
             return None
-        text = ",".join(item for item in items if item)
+        text = ",".join(item for item in items if item and "," not in item)
     else:
         scalar = _scalar_text(value)
         if scalar is None:

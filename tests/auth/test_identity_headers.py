@@ -96,6 +96,9 @@ def test_build_identity_headers_maps_fields_and_claims(source: str, expected: st
         ("alice\x00admin", None),
         ("alice\x7f", None),
         (["staff", "admins\r\nX-Admin: 1"], None),
+        # a group whose name holds the separator must not pose as two groups
+        (["staff,admins", "users"], "users"),
+        (["staff,admins"], None),
     ],
 )
 def test_format_header_value(value: Any, expected: str | None) -> None:

@@ -345,15 +345,6 @@ async def test_forged_access_token_and_authorization_are_replaced(
     assert seen.values("Authorization") == [f"Bearer {tokens[0]}"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "X-Forwarded-Groups joins groups with ',', so a group the user could name 'staff,admins' "
-        "reads as the two groups staff and admins to a backend that splits the header. Fix "
-        "pending (leave such a group out of the header, or refuse it) in "
-        "sidecar/auth/identity_headers.py, which another helper is editing; remove this mark then."
-    ),
-)
 async def test_a_group_name_with_a_comma_cannot_pose_as_two_groups(
     make_stack: StackFactory,
 ) -> None:
