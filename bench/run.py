@@ -319,6 +319,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 bench.urls["apache_oidc"] = apache.url
                 bench.rss_roots["apache_plain"] = apache.pid
                 bench.rss_roots["apache_oidc"] = apache.pid
+            bench.results["sidecar_instances"] = {"sidecar": dict(sidecar.info)}
             bench.urls["sidecar"] = sidecar.url
             bench.rss_roots["sidecar"] = sidecar.pid
 
@@ -404,6 +405,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 client=client,
                 workers=1,
             )
+            bench.results["sidecar_instances"]["sidecar_1w"] = dict(one.info)
             one_in = await sign_in(one.url + "/", SMALL_USER, expect_body=BACKEND_BODY)
             bench.rss_roots["sidecar_1w"] = one.pid
             one_targets = {
@@ -487,6 +489,7 @@ async def measure_routes(
             bench.notes.append("10 vs 1,000 routes skipped: sidecar refused the routes config")
             return
         bench.rss_roots[name] = service.pid
+        bench.results["sidecar_instances"][name] = dict(service.info)
         signed = await sign_in(service.url + ROUTES_PATH, SMALL_USER, expect_body=BACKEND_BODY)
         targets[name] = (service.url + ROUTES_PATH, padded(signed.cookie_header(), cookie_len))
     targets["sidecar"] = (bench.urls["sidecar"] + ROUTES_PATH, cookies["sidecar"])

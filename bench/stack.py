@@ -327,6 +327,7 @@ class Stack:
         await _wait_until(
             service, ready, what=f"GET {url}/oauth2/readyz", seconds=START_TIMEOUT_SECONDS
         )
+        service.info["uvloop"] = uses_uvloop(service.pid)
         return service
 
 
@@ -369,6 +370,15 @@ def cpu_seconds(root: int) -> float:
         if pid == root:
             ticks += int(fields[13]) + int(fields[14])  # cutime, cstime (reaped children)
     return ticks / CLOCK_TICKS
+
+
+def uses_uvloop(root: int) -> bool:
+    """Whether every process of the tree has uvloop loaded (sidecar uses it when importable)."""
+    pids = process_tree(root)
+    try:
+        return all("uvloop" in Path(f"/proc/{pid}/maps").read_text() for pid in pids)
+    except OSError:
+        return False
 
 
 def _status_kib(pid: int, key: str) -> int:
