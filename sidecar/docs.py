@@ -31,7 +31,7 @@ REGENERATE = "python -m sidecar.docs"
 
 _HEADER = f"""# Configuration reference
 
-<!-- Generated from sidecar/config/model.py by `{REGENERATE}`; do not edit by hand. -->
+<!-- Generated from sidecar/config/model/ by `{REGENERATE}`; do not edit by hand. -->
 
 sidecar reads one YAML file (`sidecar run -c FILE`, or `$SIDECAR_CONFIG`). Keys are snake_case and
 unknown keys are errors. `${{VAR}}` and `${{VAR:-default}}` in string values are taken from the
