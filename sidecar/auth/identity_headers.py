@@ -14,6 +14,7 @@ Pure: no I/O, no aiohttp.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sidecar.config.model import HeadersConfig
@@ -63,12 +64,12 @@ def format_header_value(value: Any) -> str | None:
     return text
 
 
-def _has_control(text: str) -> bool:
-    return any(ord(char) < 0x20 or ord(char) == 0x7F for char in text)
+_has_control = re.compile(r"[\x00-\x1f\x7f]").search
+"""A match (truthy) when the text holds a control character: C0 (CR, LF, NUL, ...) or DEL."""
 
 
 def _header_safe_token(token: str) -> bool:
-    return not _has_control(token) and " " not in token
+    return _has_control(token) is None and " " not in token
 
 
 def build_identity_headers(
@@ -80,6 +81,8 @@ def build_identity_headers(
         text = format_header_value(_field(identity, source))
         if text is not None:
             result.append((name, text))
+    if not (headers_config.access_token or headers_config.authorization):
+        return result  # no token header: the access token is not looked at
     access_token = tokens.access_token if tokens is not None else None
     if access_token and _header_safe_token(access_token):
         if headers_config.access_token:
