@@ -30,7 +30,7 @@ from aiohttp import web
 
 from sidecar import keys
 from sidecar.auth.api_clients import ApiClient, insufficient, is_cors_preflight
-from sidecar.auth.identity_headers import build_identity_headers
+from sidecar.auth.identity_headers import IdentityHeaderCache, build_identity_headers
 from sidecar.auth.redirects import check_redirect
 from sidecar.auth.refresh import needs_refresh, still_usable
 from sidecar.auth.services import AuthServices
@@ -210,6 +210,7 @@ def match_route(request: web.Request, routes: RouteTable) -> Route:
 def make_gate(services: AuthServices) -> Gate:
     """The gate `create_app` calls before forwarding any request that is not sidecar's own."""
     headers_config = services.config.headers
+    session_headers = IdentityHeaderCache(headers_config)  # built once per session, not request
     routes = RouteTable.from_config(services.config)
 
     signer = services.assertions
@@ -277,7 +278,7 @@ def make_gate(services: AuthServices) -> Gate:
             raise forbidden(request, services, session, resolution.set_cookies)
         return GateResult(
             identity_headers=[
-                *build_identity_headers(session.identity, session.tokens, headers_config),
+                *session_headers.headers(session.identity, session.tokens),
                 *_assertion(request, route, session.identity),
             ],
             response_headers=[("Set-Cookie", value) for value in resolution.set_cookies],

@@ -8,13 +8,17 @@ as the fixed `X-Auth-Request-*` set that forward-auth answers (`sidecar.auth.for
 `groups`, `email_verified`) or to a claim name; a dotted path reaches nested claims. Lists are
 comma-joined (items containing a comma are left out). A value carrying a control character (CR,
 LF, NUL, ...) is never sent: that header is skipped, so a hostile claim cannot split or forge
-headers.
+headers. `IdentityHeaderCache` builds them once per session: the cookie store hands back the same
+decoded `Identity` and `Tokens` objects for the same cookie, so the headers are kept for exactly
+those objects (a refresh brings new `Tokens`, hence new headers).
 Pure: no I/O, no aiohttp.
 """
 
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 from sidecar.config.model import HeadersConfig
@@ -90,6 +94,37 @@ def build_identity_headers(
         if headers_config.authorization:
             result.append(("Authorization", f"Bearer {access_token}"))
     return result
+
+
+class IdentityHeaderCache:
+    """`build_identity_headers` for one headers configuration, remembered per (identity, tokens).
+
+    Entries are keyed by the objects' `id()` and keep a reference to both objects, and a hit
+    requires the very same objects (`is`), so an id reused after garbage collection can never
+    answer with another session's headers. Bounded: least recently used entries go first.
+    """
+
+    def __init__(self, headers_config: HeadersConfig, *, size: int = 1024) -> None:
+        self._config = headers_config
+        self._size = size
+        self._entries: OrderedDict[
+            tuple[int, int], tuple[Identity, Tokens | None, tuple[tuple[str, str], ...]]
+        ] = OrderedDict()
+
+    def headers(self, identity: Identity, tokens: Tokens | None) -> Sequence[tuple[str, str]]:
+        """The identity headers for this identity and these tokens (see build_identity_headers)."""
+        key = (id(identity), id(tokens))
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] is identity and entry[1] is tokens:
+            self._entries.move_to_end(key)
+            return entry[2]
+        built = tuple(build_identity_headers(identity, tokens, self._config))
+        if self._size > 0:
+            self._entries[key] = (identity, tokens, built)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+        return built
 
 
 *_IDENTITY_NAMES, X_AUTH_REQUEST_ACCESS_TOKEN = X_AUTH_REQUEST_HEADERS

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from sidecar.auth.identity_headers import (
+    IdentityHeaderCache,
     build_auth_request_headers,
     build_identity_headers,
     format_header_value,
@@ -142,3 +143,15 @@ def test_build_auth_request_headers_skip_missing_and_hostile_values() -> None:
     assert build_auth_request_headers(hostile, tokens, HeadersConfig(access_token=True)) == [
         ("X-Auth-Request-User", "s")
     ]
+
+
+def test_identity_header_cache_builds_once_per_session_and_anew_after_a_refresh() -> None:
+    cache = IdentityHeaderCache(HeadersConfig(access_token=True), size=2)
+    first = cache.headers(ALICE, TOKENS)
+    assert list(first) == build_identity_headers(ALICE, TOKENS, HeadersConfig(access_token=True))
+    assert cache.headers(ALICE, TOKENS) is first  # the same session: not rebuilt
+    refreshed = Tokens(access_token="at-789", refresh_token="rt-456")
+    assert ("X-Forwarded-Access-Token", "at-789") in cache.headers(ALICE, refreshed)
+    equal_but_new = Identity(sub="0f6c2a", user="0f6c2a", groups=("admins",))
+    assert ("X-Forwarded-Groups", "admins") in cache.headers(equal_but_new, TOKENS)
+    assert cache.headers(ALICE, TOKENS) is not first  # evicted (size 2), so built again
