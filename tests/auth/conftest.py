@@ -2,23 +2,23 @@
 
 `make_stack(**options)` starts the development OpenID provider (auto-login, fault knobs), the echo
 backend and sidecar (`sidecar.app.create_app`) in front of it, sharing one fake clock. A
-`Browser` is an aiohttp client with a cookie jar that follows redirects itself and keeps every hop,
-so tests can look at each Location and Set-Cookie like a browser's network panel.
+`Browser` (tests/support/browser.py) is an aiohttp client with a cookie jar that follows redirects
+itself and keeps every hop, so tests can look at each Location and Set-Cookie like a browser's
+network panel.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urljoin
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
-from multidict import CIMultiDictProxy
+from support.browser import Browser, Hop
+from support.clock import FakeClock
 from support.echo import make_echo_app
 
 from sidecar import keys
@@ -37,83 +37,8 @@ ALICE = {
     "preferred_username": "alice",
     "groups": ["admins", "staff"],
 }
-SESSION_COOKIE = "_sidecar"
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
-
-
-class FakeClock:
-    """Shared by sidecar and the provider, so token lifetimes agree; tests move it forward."""
-
-    def __init__(self) -> None:
-        self.now = float(int(time.time()))
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@dataclass
-class Hop:
-    method: str
-    url: str
-    status: int
-    headers: CIMultiDictProxy[str]
-    text: str
-
-    @property
-    def location(self) -> str:
-        return self.headers.get("Location", "")
-
-    @property
-    def set_cookies(self) -> list[str]:
-        return self.headers.getall("Set-Cookie", [])
-
-    def json(self) -> Any:
-        import json
-
-        return json.loads(self.text)
-
-
-@dataclass
-class Browser:
-    """A browser-like client: a cookie jar, redirects followed by hand, every hop recorded."""
-
-    http: aiohttp.ClientSession
-    default_headers: dict[str, str] = field(
-        default_factory=lambda: {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
-    )
-
-    async def request(
-        self, method: str, url: str, *, headers: Mapping[str, str] | None = None, **kwargs: Any
-    ) -> Hop:
-        sent = {**self.default_headers, **(headers or {})}
-        async with self.http.request(
-            method, url, headers=sent, allow_redirects=False, **kwargs
-        ) as response:
-            text = await response.text()
-            return Hop(method, url, response.status, response.headers, text)
-
-    async def follow(
-        self, url: str, *, method: str = "GET", max_hops: int = 10, **kwargs: Any
-    ) -> list[Hop]:
-        """Request `url` and follow redirects (as GET) until a non-redirect answer."""
-        hops = [await self.request(method, url, **kwargs)]
-        while hops[-1].status in (301, 302, 303, 307, 308) and len(hops) < max_hops:
-            url = urljoin(hops[-1].url, hops[-1].location)
-            hops.append(await self.request("GET", url))
-        return hops
-
-    def cookie_names(self) -> set[str]:
-        return {cookie.key for cookie in self.http.cookie_jar}
-
-    def cookies(self) -> dict[str, str]:
-        return {cookie.key: cookie.value for cookie in self.http.cookie_jar}
-
-    def has_session(self) -> bool:
-        return SESSION_COOKIE in self.cookie_names()
 
 
 @dataclass

@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 from multidict import CIMultiDict
+from support.browser import SESSION_COOKIE
 from support.echo import make_echo_app
 
 from sidecar.app import create_app
@@ -32,7 +33,6 @@ from .conftest import (
     ALICE,
     CLIENT_ID,
     CLIENT_SECRET,
-    SESSION_COOKIE,
     SESSION_SECRET,
     Browser,
     FakeClock,

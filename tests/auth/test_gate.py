@@ -10,8 +10,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
+from support.browser import SESSION_COOKIE
 
-from .conftest import SESSION_COOKIE, Hop, Stack, StackFactory
+from .conftest import Hop, Stack, StackFactory
 
 SHORT_TOKENS = {"access_token_ttl": 120, "id_token_ttl": 120}
 REFRESH = {"refresh_margin_seconds": 30, "refresh_grace_seconds": 20}

@@ -5,8 +5,9 @@ from __future__ import annotations
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from support.browser import SESSION_COOKIE
 
-from .conftest import ALICE, SESSION_COOKIE, Stack, StackFactory
+from .conftest import ALICE, Stack, StackFactory
 
 
 def echo_headers(stack: Stack, hop_json: dict[str, object]) -> dict[str, str]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +24,7 @@ import aiohttp
 from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from support.clock import FakeClock
 from support.echo import make_echo_app
 
 from sidecar.app import create_app
@@ -62,17 +62,6 @@ def replace_each_once(text: str, replacements: Mapping[str, str]) -> str:
         assert text.count(old) == 1, f"the example no longer has exactly one {old!r}"
         text = text.replace(old, new)
     return text
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = float(int(time.time()))
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @dataclass

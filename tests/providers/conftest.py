@@ -22,7 +22,8 @@ import aiohttp
 import pytest
 import yaml
 from aiohttp.test_utils import TestServer
-from auth.conftest import Browser, FakeClock, Hop
+from support.browser import Browser, Hop
+from support.clock import FakeClock
 from support.echo import make_echo_app
 
 from sidecar import keys
