@@ -6,9 +6,11 @@ and query appended to the upstream URL (prefixes are not stripped), and the body
 client as it arrives (`max_body_bytes` gives 413); then streams the response back chunk by chunk,
 untouched: no decompression, no redirect following, several `Set-Cookie` stay several. A
 WebSocket upgrade is proxied message by message (text, binary, ping/pong, close codes) in both
-directions. Failures before anything reached the client raise `UpstreamUnavailableError` (502) or
-`UpstreamTimeoutError` (504) for the error middleware to render; after the response started, the
-client connection is aborted so the client sees a truncated response, never a wrong one.
+directions. A small response (a Content-Length up to 64 KiB, not an event stream) is read whole
+and answered in one write; the rest is streamed. Failures before anything reached the client raise
+`UpstreamUnavailableError` (502) or `UpstreamTimeoutError` (504) for the error middleware to
+render; after the response started (or when a small body breaks off), the client connection is
+aborted so the client sees a truncated response, never a wrong one.
 """
 
 from __future__ import annotations
@@ -36,10 +38,15 @@ _WS_CLOSE_SECONDS = 10.0
 # Close codes that describe a state and may not be sent in a close frame (RFC 6455 7.4.1).
 _WS_UNSENDABLE = frozenset({1005, 1006, 1015})
 _CHUNK_BYTES = 64 * 1024
+# Bodies up to this Content-Length are read whole and sent with the headers in one write.
+_WHOLE_BODY_BYTES = 64 * 1024
 
 
 def create_upstream_client(*, connection_limit: int = 1000) -> aiohttp.ClientSession:
     """The shared client for upstream traffic: pooled keep-alive, no cookie jar, no own timeouts.
+
+    `Forwarder` relies on it not decompressing and not adding headers of its own (set here once,
+    not per request).
 
     Call inside a running event loop (e.g. in the app's cleanup context) and close it on shutdown.
     """
@@ -179,9 +186,7 @@ class Forwarder:
                 headers=headers,
                 data=data,
                 allow_redirects=False,
-                auto_decompress=False,
-                skip_auto_headers=_SKIP_AUTO_HEADERS,
-                timeout=route.timeout,
+                timeout=route.timeout,  # auto_decompress and skip_auto_headers: the client's
             )
         except TimeoutError as exc:
             raise UpstreamTimeoutError(reason=f"{type(exc).__name__} to {route.base}") from exc
@@ -190,13 +195,40 @@ class Forwarder:
                 raise PayloadTooLargeError(reason=f"chunked body over {limit}") from exc
             raise UpstreamUnavailableError(reason=f"{type(exc).__name__} to {route.base}") from exc
 
-        response = web.StreamResponse(
-            status=upstream.status,
-            reason=upstream.reason,
-            headers=build_response_headers(upstream.headers.items()),
-        )
+        response_headers = build_response_headers(upstream.headers.items())
         for name, value in extra_response_headers:
-            response.headers.add(name, value)
+            response_headers.add(name, value)
+        if _is_small(request.method, upstream):
+            body: bytes | None = None
+            try:
+                body = await upstream.read()
+            except (aiohttp.ClientError, TimeoutError, ConnectionError):
+                pass  # answered below as a truncated response, as when streaming
+            finally:
+                # Also on cancellation (the client left): a half-read connection is never reused.
+                if body is None or too_large:
+                    upstream.close()
+                else:
+                    upstream.release()
+            if body is not None and not too_large:
+                response_headers["Content-Length"] = str(len(body))
+                return web.Response(
+                    status=upstream.status,
+                    reason=upstream.reason,
+                    headers=response_headers,
+                    body=body,
+                )
+            truncated = web.StreamResponse(
+                status=upstream.status, reason=upstream.reason, headers=response_headers
+            )
+            with contextlib.suppress(ConnectionError):
+                await truncated.prepare(request)
+            _abort(request)
+            return truncated
+
+        response = web.StreamResponse(
+            status=upstream.status, reason=upstream.reason, headers=response_headers
+        )
         complete = False
         try:
             await response.prepare(request)
@@ -352,6 +384,21 @@ async def _limited(
             too_large.append(True)
             raise _BodyTooLarge
         yield chunk
+
+
+def _is_small(method: str, upstream: aiohttp.ClientResponse) -> bool:
+    """Whether to read the response whole: a body is expected, its Content-Length is at most
+    `_WHOLE_BODY_BYTES`, and it is not an event stream (those are passed on as they happen)."""
+    status = upstream.status
+    if method == "HEAD" or status < 200 or status in _NO_BODY_STATUSES:
+        return False
+    headers = upstream.headers
+    length = headers.get("Content-Length")
+    if length is None or not (length.isascii() and length.isdigit()):
+        return False
+    if int(length) > _WHOLE_BODY_BYTES:
+        return False
+    return not headers.get("Content-Type", "").lower().startswith("text/event-stream")
 
 
 def _is_websocket_upgrade(request: web.Request) -> bool:

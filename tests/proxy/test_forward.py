@@ -281,6 +281,21 @@ async def test_chunked_response_arrives_whole(proxy: TestClient[Any, Any]) -> No
     assert body[:1000] == b"0" * 1000
 
 
+@pytest.mark.parametrize("size", [0, 1, 64 * 1024, 64 * 1024 + 1, 200_000])
+async def test_bodies_on_either_side_of_the_whole_read_limit_arrive_intact(
+    proxy: TestClient[Any, Any], size: int
+) -> None:
+    """Up to 64 KiB the answer is read whole and sent at once; above, streamed: same bytes."""
+    resp = await proxy.get(f"/download?bytes={size}")
+    assert resp.status == 200
+    assert resp.headers["Content-Length"] == str(size)
+    assert "Transfer-Encoding" not in resp.headers
+    assert resp.headers["Content-Type"] == "application/octet-stream"
+    assert hashlib.sha256(await resp.read()).hexdigest() == _sha256_of_generated(size)
+    again = await proxy.get("/cookies")  # the upstream connection is still good for the next one
+    assert await again.text() == "cookies\n"
+
+
 async def _body(total: int) -> AsyncIterator[bytes]:
     block = bytes(range(256)) * 256
     left = total
