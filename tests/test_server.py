@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import signal
 import socket
@@ -149,6 +150,50 @@ async def test_sigterm_lets_the_request_in_flight_finish_and_refuses_new_ones(
     messages = [entry["message"] for entry in process.lines + rest]
     assert "sidecar stopped" in messages
     assert not any(entry.get("exception") for entry in process.lines + rest)
+
+
+def is_handover(entry: dict[str, Any]) -> bool:
+    return entry.get("message") == "connection handed over"
+
+
+async def test_workers_take_turns_with_long_lived_connections(
+    tmp_path: Path, echo_server: TestServer
+) -> None:
+    """8 keep-alive connections (as a load balancer or wrk holds them) are dealt out in turn, 4
+    to each of 2 workers, not left to the kernel's hash of the client's address and port."""
+    port = free_port()
+    config = {
+        "version": 1,
+        "upstream": str(echo_server.make_url("")).rstrip("/"),
+        "server": {"listen": f"127.0.0.1:{port}", "workers": 2},
+        "logging": {"level": "debug", "format": "json"},
+    }
+    process = await start_sidecar(tmp_path, config)
+    try:
+        started = [await process.wait_for_line(is_started) for _ in range(2)]
+        assert all(entry["listen"] == f"127.0.0.1:{port}" for entry in started)
+        sessions = [
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) for _ in range(8)
+        ]
+        try:
+            for _ in range(3):  # each connection is kept alive and reused
+                for client in sessions:
+                    async with client.get(f"http://127.0.0.1:{port}/echo") as response:
+                        assert response.status == 200
+                        await response.read()
+        finally:
+            for client in sessions:
+                await client.close()
+        handed = [await process.wait_for_line(is_handover) for _ in range(8)]
+        served_by = collections.Counter(entry["pid"] for entry in handed)
+        assert served_by == {entry["pid"]: 4 for entry in started}
+        process.process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(DEADLINE_SECONDS):
+            assert await process.process.wait() == 0
+    finally:
+        if process.process.returncode is None:
+            process.process.kill()
+            await process.process.wait()
 
 
 def test_describe_upstream_hides_credentials() -> None:
