@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import re
 import socket
@@ -28,14 +27,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urljoin, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
 import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from multidict import CIMultiDictProxy
+from support.browser import Browser, Hop
+from support.clock import FakeClock
 from support.echo import make_echo_app
 
 from sidecar import keys
@@ -76,71 +76,6 @@ IDENTITY_HEADERS = (
 EVIL = "evil.example"
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
-
-
-class FakeClock:
-    """Shared by sidecar and the provider; tests move it forward instead of sleeping."""
-
-    def __init__(self) -> None:
-        self.now = float(int(time.time()))
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@dataclass
-class Hop:
-    method: str
-    url: str
-    status: int
-    headers: CIMultiDictProxy[str]
-    text: str
-
-    @property
-    def location(self) -> str:
-        return self.headers.get("Location", "")
-
-    @property
-    def set_cookies(self) -> list[str]:
-        return self.headers.getall("Set-Cookie", [])
-
-    def json(self) -> Any:
-        return json.loads(self.text)
-
-
-@dataclass
-class Browser:
-    """A cookie jar that follows redirects by hand and keeps every hop."""
-
-    http: aiohttp.ClientSession
-    default_headers: dict[str, str] = field(
-        default_factory=lambda: {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
-    )
-
-    async def request(
-        self, method: str, url: str, *, headers: Mapping[str, str] | None = None, **kwargs: Any
-    ) -> Hop:
-        sent = {**self.default_headers, **(headers or {})}
-        async with self.http.request(
-            method, url, headers=sent, allow_redirects=False, **kwargs
-        ) as response:
-            text = await response.text(errors="replace")
-            return Hop(method, url, response.status, response.headers, text)
-
-    async def follow(self, url: str, *, max_hops: int = 10, **kwargs: Any) -> list[Hop]:
-        hops = [await self.request("GET", url, **kwargs)]
-        while hops[-1].status in (301, 302, 303, 307, 308) and len(hops) < max_hops:
-            hops.append(await self.request("GET", urljoin(hops[-1].url, hops[-1].location)))
-        return hops
-
-    def cookies(self) -> dict[str, str]:
-        return {cookie.key: cookie.value for cookie in self.http.cookie_jar}
-
-    def has_session(self) -> bool:
-        return SESSION_COOKIE in self.cookies()
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ class Browser:
         async with self.http.request(
             method, url, headers=sent, allow_redirects=False, **kwargs
         ) as response:
-            text = await response.text()
+            text = await response.text(errors="replace")
             return Hop(method, url, response.status, response.headers, text)
 
     async def follow(
