@@ -12,12 +12,18 @@ does: with SO_REUSEPORT the kernel hashes connections to workers, and a client t
 long-lived connections (a load balancer, wrk) can land most of them on one worker. With the
 config file's path, SIGHUP and changes of the file reload the configuration live
 (`sidecar.reload`; each worker reloads its own copy).
+
+Once a process serves, everything it built at start (modules, config, app) is moved out of the
+cyclic garbage collector's reach (`gc.freeze`): otherwise each full collection walks those few
+hundred thousand objects and stalls every request in flight for tens of milliseconds, which the
+benchmark saw as a p99 of 40 ms against a p50 of 5 ms.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import multiprocessing
 import os
@@ -173,6 +179,7 @@ async def run_until_signalled(
                 "pid": os.getpid(),
             },
         )
+        settle_heap()
         if started is not None:
             started(addresses)
         await stop.wait()
@@ -192,6 +199,17 @@ async def run_until_signalled(
         for runner in runners:
             await runner.cleanup()
     logger.info("sidecar stopped")
+
+
+def settle_heap() -> None:
+    """Collect the garbage of start-up, then exempt what survives from later collections.
+
+    Frozen objects are still freed when nothing refers to them; they are only no longer walked
+    by the cyclic collector. Called once per serving process, not on reload: objects in flight at
+    that moment would be exempted too.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def run_coroutine(main: Coroutine[Any, Any, None]) -> None:
