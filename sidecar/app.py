@@ -83,12 +83,12 @@ def _upstream_context(config: SidecarConfig) -> Callable[[web.Application], Asyn
     async def upstream_client(app: web.Application) -> AsyncIterator[None]:
         client = create_upstream_client()
         app[keys.HTTP_CLIENT] = client
-        app[keys.FORWARDER] = Forwarder(
-            client, config.upstreams, max_body_bytes=config.server.max_body_bytes
-        )
+        forwarder = Forwarder(client, config.upstreams, max_body_bytes=config.server.max_body_bytes)
+        app[keys.FORWARDER] = forwarder
         try:
             yield
         finally:
+            forwarder.close()
             await client.close()
 
     return upstream_client

@@ -6,8 +6,11 @@ and query appended to the upstream URL (prefixes are not stripped), and the body
 client as it arrives (`max_body_bytes` gives 413); then streams the response back chunk by chunk,
 untouched: no decompression, no redirect following, several `Set-Cookie` stay several. A
 WebSocket upgrade is proxied message by message (text, binary, ping/pong, close codes) in both
-directions. A small response (a Content-Length up to 64 KiB, not an event stream) is read whole
-and answered in one write; the rest is streamed. Failures before anything reached the client raise
+directions. A GET without a body to an http:// upstream goes through sidecar's own pooled
+connections (`sidecar.proxy.upstream`: far less CPU per request than aiohttp's client); every
+other request through aiohttp's client. A small response (a Content-Length up to 64 KiB, not an
+event stream) is read whole and answered in one write; the rest is streamed. Failures before
+anything reached the client raise
 `UpstreamUnavailableError` (502) or `UpstreamTimeoutError` (504) for the error middleware to
 render; after the response started (or when a small body breaks off), the client connection is
 aborted so the client sees a truncated response, never a wrong one.
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -29,6 +32,13 @@ from yarl import URL
 from sidecar.config.model import UpstreamConfig
 from sidecar.errors import PayloadTooLargeError, UpstreamTimeoutError, UpstreamUnavailableError
 from sidecar.proxy.headers import build_response_headers
+from sidecar.proxy.upstream import (
+    UpstreamConnection,
+    UpstreamError,
+    UpstreamPool,
+    serialize_request_head,
+)
+from sidecar.proxy.upstream import UpstreamTimeoutError as _LeanTimeout
 
 # Headers aiohttp's client would add on its own; a transparent proxy sends only what it was given.
 _SKIP_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
@@ -74,6 +84,10 @@ class _Route:
     host_header: str
     timeout: aiohttp.ClientTimeout
     handshake_seconds: float
+    pool: UpstreamPool | None
+    """Own pooled connections for GET without a body; None for https:// (aiohttp's client)."""
+    base_path: str
+    """The path of the upstream URL, put before each request's path."""
 
     def matches(self, path: str) -> bool:
         prefix = self.prefix
@@ -83,7 +97,16 @@ class _Route:
 
 
 def _build_route(upstream: UpstreamConfig) -> _Route:
-    host_header = urlsplit(upstream.url).netloc.rpartition("@")[2]  # host[:port], no userinfo
+    parts = urlsplit(upstream.url)
+    host_header = parts.netloc.rpartition("@")[2]  # host[:port], no userinfo
+    pool = None
+    if parts.scheme == "http" and parts.hostname:
+        pool = UpstreamPool(
+            parts.hostname,
+            parts.port or 80,
+            connect_timeout=upstream.connect_timeout_seconds,
+            read_timeout=upstream.read_timeout_seconds,
+        )
     return _Route(
         upstream=upstream,
         prefix=upstream.path,
@@ -95,6 +118,8 @@ def _build_route(upstream: UpstreamConfig) -> _Route:
             sock_read=upstream.read_timeout_seconds,
         ),
         handshake_seconds=upstream.connect_timeout_seconds + upstream.read_timeout_seconds,
+        pool=pool,
+        base_path=parts.path.rstrip("/"),
     )
 
 
@@ -158,7 +183,84 @@ class Forwarder:
             return await self._forward_websocket(
                 request, url, headers, route, extra_response_headers
             )
+        if route.pool is not None and request.method == "GET" and not request.body_exists:
+            target = route.base_path + raw_path
+            return await self._forward_get(
+                request, route.pool, target, headers, route, extra_response_headers
+            )
         return await self._forward_http(request, url, headers, route, extra_response_headers)
+
+    def close(self) -> None:
+        """Close the idle pooled connections (on shutdown; aiohttp's client is closed apart)."""
+        for route in self._routes:
+            if route.pool is not None:
+                route.pool.close()
+
+    async def _forward_get(
+        self,
+        request: web.Request,
+        pool: UpstreamPool,
+        target: str,
+        headers: CIMultiDict[str],
+        route: _Route,
+        extra_response_headers: Sequence[tuple[str, str]],
+    ) -> web.StreamResponse:
+        """A GET without a body, on sidecar's own pooled connection: the same answers as
+        `_forward_http` gives, for less CPU."""
+        try:
+            head = serialize_request_head("GET", target, headers.items())
+        except ValueError as exc:  # the builders refuse control characters first
+            raise UpstreamUnavailableError(reason="control character in a header") from exc
+        try:
+            upstream = await pool.send(head)
+        except _LeanTimeout as exc:
+            raise UpstreamTimeoutError(reason=f"{exc} from {route.base}") from exc
+        except UpstreamError as exc:
+            raise UpstreamUnavailableError(reason=f"{exc}: {route.base}") from exc
+        try:
+            return await self._answer(request, upstream, extra_response_headers)
+        finally:
+            # Also on cancellation (the client left): only a complete exchange is reused.
+            pool.release(upstream)
+
+    async def _answer(
+        self,
+        request: web.Request,
+        upstream: UpstreamConnection,
+        extra_response_headers: Sequence[tuple[str, str]],
+    ) -> web.StreamResponse:
+        response_headers = build_response_headers(upstream.headers)
+        for name, value in extra_response_headers:
+            response_headers.add(name, value)
+        status = upstream.status
+        if _is_small(request.method, status, response_headers):
+            try:
+                body = await upstream.read_all()
+            except UpstreamError:
+                truncated = web.StreamResponse(
+                    status=status, reason=upstream.reason, headers=response_headers
+                )
+                with contextlib.suppress(ConnectionError):
+                    await truncated.prepare(request)
+                _abort(request)
+                return truncated
+            response_headers["Content-Length"] = str(len(body))
+            return web.Response(
+                status=status, reason=upstream.reason, headers=response_headers, body=body
+            )
+        response = web.StreamResponse(
+            status=status, reason=upstream.reason, headers=response_headers
+        )
+        try:
+            await response.prepare(request)
+            while chunk := await upstream.read():
+                await response.write(chunk)
+        except (UpstreamError, ConnectionError):
+            _abort(request)  # the response has started: only a truncated answer to signal
+            return response
+        with contextlib.suppress(ConnectionError):  # the client left after the last byte
+            await response.write_eof()
+        return response
 
     async def _forward_http(
         self,
@@ -198,7 +300,7 @@ class Forwarder:
         response_headers = build_response_headers(upstream.headers.items())
         for name, value in extra_response_headers:
             response_headers.add(name, value)
-        if _is_small(request.method, upstream):
+        if _is_small(request.method, upstream.status, upstream.headers):
             body: bytes | None = None
             try:
                 body = await upstream.read()
@@ -386,13 +488,11 @@ async def _limited(
         yield chunk
 
 
-def _is_small(method: str, upstream: aiohttp.ClientResponse) -> bool:
+def _is_small(method: str, status: int, headers: Mapping[str, str]) -> bool:
     """Whether to read the response whole: a body is expected, its Content-Length is at most
     `_WHOLE_BODY_BYTES`, and it is not an event stream (those are passed on as they happen)."""
-    status = upstream.status
     if method == "HEAD" or status < 200 or status in _NO_BODY_STATUSES:
         return False
-    headers = upstream.headers
     length = headers.get("Content-Length")
     if length is None or not (length.isascii() and length.isdigit()):
         return False
