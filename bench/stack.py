@@ -373,8 +373,9 @@ def cpu_seconds(root: int) -> float:
 
 
 def uses_uvloop(root: int) -> bool:
-    """Whether every process of the tree has uvloop loaded (sidecar uses it when importable)."""
-    pids = process_tree(root)
+    """Whether every serving process has uvloop loaded (sidecar uses it when importable): the
+    workers when there are any (the supervisor only accepts and never loads it), else `root`."""
+    pids = [pid for pid in process_tree(root) if pid != root] or [root]
     try:
         return all("uvloop" in Path(f"/proc/{pid}/maps").read_text() for pid in pids)
     except OSError:
