@@ -178,15 +178,22 @@ class Forwarder:
         raw_path = request.raw_path
         if not raw_path.startswith("/"):
             raw_path = request.rel_url.raw_path_qs
+        websocket = _is_websocket_upgrade(request)
+        pool = route.pool
+        if (
+            pool is not None
+            and request.method == "GET"
+            and not websocket
+            and not request.body_exists
+        ):
+            target = route.base_path + raw_path  # (no URL object needed on this path)
+            return await self._forward_get(
+                request, pool, target, headers, route, extra_response_headers
+            )
         url = URL(route.base + raw_path, encoded=True)
-        if _is_websocket_upgrade(request):
+        if websocket:
             return await self._forward_websocket(
                 request, url, headers, route, extra_response_headers
-            )
-        if route.pool is not None and request.method == "GET" and not request.body_exists:
-            target = route.base_path + raw_path
-            return await self._forward_get(
-                request, route.pool, target, headers, route, extra_response_headers
             )
         return await self._forward_http(request, url, headers, route, extra_response_headers)
 
