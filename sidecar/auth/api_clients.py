@@ -198,6 +198,9 @@ def _bearer_context(
     async def provider_keys(kid: str | None) -> KeySet:
         return await services.require_directory().key_set(kid)
 
+    def provider_template() -> str | None:  # Entra multi-tenant: known once discovered
+        return services.require_directory().metadata().issuer_template
+
     async def ask(token: str) -> Mapping[str, Any]:
         endpoint = bearer.introspection.endpoint
         if endpoint is None:
@@ -234,6 +237,8 @@ def _bearer_context(
                 provider_keys=provider_keys,
                 provider_claims=provider.claims,
                 issuer_keys=issuer_keys,
+                provider_template=provider_template,
+                entra=provider.entra,
             ),
             introspector=introspector,
             provider_claims=provider.claims,

@@ -8,7 +8,10 @@ audience; `exp` required, `nbf` and `iat` checked when present, all with the pro
 No nonce: an access token has none. `BearerVerifier.identity(token)` picks the keys by the token's
 (unverified) `iss`: the configured provider (`ProviderDirectory.key_set`, which re-fetches on an
 unknown `kid`) or a trusted issuer (`sidecar.auth.issuers`); a token that is not a JWT goes to
-introspection when it is on (`sidecar.auth.introspection`). The claims become an `Identity` with
+introspection when it is on (`sidecar.auth.introspection`). A multi-tenant Entra provider
+(discovered issuer `.../{tenantid}/v2.0`) has no one `iss`: its tokens must carry the template
+filled with their own `tid`, for an allowed tenant, exactly as ID tokens at sign-in
+(`sidecar.oidc.entra.expected_issuer`). The claims become an `Identity` with
 `build_identity`, so route policies apply to them as to a session. Every refusal is
 `InvalidTokenError` whose reason names the failed check; keys that cannot be fetched are
 `ProviderUnavailableError` (503), since the token may well be fine.
@@ -16,9 +19,6 @@ introspection when it is on (`sidecar.auth.introspection`). The claims become an
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import re
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
@@ -30,8 +30,9 @@ from joserfc.jwk import KeySet
 
 from sidecar.auth.introspection import Introspector
 from sidecar.auth.issuers import IssuerKeys
-from sidecar.config.model import BearerConfig, ClaimsConfig
+from sidecar.config.model import BearerConfig, ClaimsConfig, EntraConfig
 from sidecar.errors import IdTokenError, InvalidTokenError, LoginError
+from sidecar.oidc.entra import expected_issuer, fits_tenant_template, read_unverified_claims
 from sidecar.oidc.tokens import (
     MAX_ID_TOKEN_BYTES,
     build_identity,
@@ -61,12 +62,7 @@ def looks_like_jwt(token: str) -> bool:
 
 def unverified_issuer(token: str) -> str | None:
     """The `iss` a JWT claims, read without verification (only to choose the keys)."""
-    payload = token.split(".")[1] if looks_like_jwt(token) else ""
-    try:
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except (ValueError, binascii.Error):
-        return None
-    issuer = claims.get("iss") if isinstance(claims, dict) else None
+    issuer = read_unverified_claims(token).get("iss")
     return issuer if isinstance(issuer, str) else None
 
 
@@ -122,16 +118,22 @@ def validate_access_token(
 
 
 KeySource = Callable[[str | None], Awaitable[KeySet]]
+TemplateSource = Callable[[], str | None]
+"""The provider's discovered multi-tenant issuer template (`.../{tenantid}/v2.0`), None when its
+issuer is an ordinary one; raises `ProviderUnavailableError` while discovery has not finished."""
 
 
 @dataclass(frozen=True)
 class TrustedIssuer:
-    """Where one issuer's keys come from and what its tokens must carry."""
+    """Where one issuer's keys come from and what its tokens must carry. `tenant_template` is
+    set only for the provider when it may be multi-tenant (it has `provider.entra`)."""
 
     issuer: str
     keys: KeySource
     audiences: frozenset[str]
     claims: ClaimsConfig
+    tenant_template: TemplateSource | None = None
+    entra: EntraConfig | None = None
 
 
 class BearerVerifier:
@@ -149,6 +151,9 @@ class BearerVerifier:
     ) -> None:
         self._config = config
         self._issuers = dict(issuers)
+        self._tenanted = next(
+            (each for each in self._issuers.values() if each.tenant_template is not None), None
+        )
         self._introspector = introspector
         self._provider_claims = provider_claims
         self._leeway = leeway
@@ -168,11 +173,34 @@ class BearerVerifier:
         except LoginError as exc:
             raise _fail(exc.reason) from exc
 
-    async def _jwt_claims(self, token: str) -> tuple[dict[str, Any], ClaimsConfig]:
-        issuer = unverified_issuer(token)
-        trusted = self._issuers.get(issuer) if issuer is not None else None
-        if trusted is None:
+    def _trusted_issuer(self, claims: Mapping[str, Any]) -> tuple[TrustedIssuer, str]:
+        """Whose keys check the token, chosen by its unverified `iss`, and the exact `iss` it
+        must carry. A configured issuer matching exactly wins; else a multi-tenant provider's
+        template, filled with the token's `tid` when that tenant is allowed."""
+        iss = claims.get("iss")
+        trusted = self._issuers.get(iss) if isinstance(iss, str) else None
+        if trusted is not None and trusted.tenant_template is None:
+            return trusted, trusted.issuer
+        tenanted = self._tenanted
+        template = None
+        if tenanted is not None and tenanted.tenant_template is not None:
+            template = tenanted.tenant_template()  # ProviderUnavailableError before discovery
+        if tenanted is None or template is None:  # no multi-tenant provider: exact iss only
+            if trusted is None:
+                raise _fail("iss: not a trusted issuer")
+            return trusted, trusted.issuer
+        if not isinstance(iss, str) or not fits_tenant_template(template, iss):
             raise _fail("iss: not a trusted issuer")
+        try:
+            issuer = expected_issuer(template, claims, tenanted.entra)
+        except IdTokenError as exc:  # tid missing, malformed or not an allowed tenant
+            raise _fail(exc.reason) from exc
+        if iss != issuer:
+            raise _fail("iss: not the issuer of the token's own tenant (tid)")
+        return tenanted, issuer
+
+    async def _jwt_claims(self, token: str) -> tuple[dict[str, Any], ClaimsConfig]:
+        trusted, issuer = self._trusted_issuer(read_unverified_claims(token))
         try:
             kid = read_token_header(token).get("kid")
         except IdTokenError as exc:
@@ -181,7 +209,7 @@ class BearerVerifier:
         claims = validate_access_token(
             token,
             keys=keys,
-            issuer=trusted.issuer,
+            issuer=issuer,
             audiences=trusted.audiences,
             now=self._clock(),
             leeway=self._leeway,
@@ -197,13 +225,22 @@ def build_trusted_issuers(
     provider_keys: KeySource,
     provider_claims: ClaimsConfig,
     issuer_keys: Collection[IssuerKeys],
+    provider_template: TemplateSource | None = None,
+    entra: EntraConfig | None = None,
 ) -> dict[str, TrustedIssuer]:
     """Every issuer whose JWTs are accepted, by `iss`: the provider (when `provider_tokens`)
-    and the configured trusted issuers, each with its audiences and claim names."""
+    and the configured trusted issuers, each with its audiences and claim names. With `entra`
+    (the provider's `provider.entra`), `provider_template` tells whether the provider turned
+    out multi-tenant, and the tenants its tokens may name are the ones sign-in admits."""
     issuers: dict[str, TrustedIssuer] = {}
     if config.provider_tokens and provider_issuer is not None:
         issuers[provider_issuer] = TrustedIssuer(
-            provider_issuer, provider_keys, frozenset(config.audiences), provider_claims
+            provider_issuer,
+            provider_keys,
+            frozenset(config.audiences),
+            provider_claims,
+            tenant_template=provider_template if entra is not None else None,
+            entra=entra,
         )
     for keys in issuer_keys:
         extra = keys.config

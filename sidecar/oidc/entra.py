@@ -3,7 +3,9 @@
 A multi-tenant app discovers `https://login.microsoftonline.com/common/v2.0` (or `organizations`,
 or v1's `.../common/`) whose document's issuer is a template, `.../{tenantid}/v2.0`. Every ID token
 then names its own tenant: `expected_issuer` fills the template with the token's `tid` (only for
-tenants in `provider.entra.allowed_tenants`), and the ID token check requires exactly that `iss`.
+tenants in `provider.entra.allowed_tenants`), and the ID token check requires exactly that `iss`;
+so do bearer access tokens (`sidecar.auth.bearer`) and back-channel logout tokens
+(`sidecar.auth.backchannel`): one rule for every token the provider signs.
 A user in more groups than fit in a token gets `_claim_names.groups` (or `hasgroups`) instead of
 `groups`: `has_groups_overage` spots it, and `parse_member_groups` reads Microsoft Graph's
 `getMemberGroups` answer. Pure: no I/O.
@@ -50,6 +52,17 @@ def check_tenant_template(discovered: str, config: EntraConfig | None) -> str | 
     if discovered.count(TENANT_PLACEHOLDER) != 1:
         return f"the discovered issuer {discovered} has more than one {TENANT_PLACEHOLDER}"
     return None
+
+
+def fits_tenant_template(template: str, issuer: str) -> bool:
+    """True when `issuer` has the template's shape (any tenant segment): a token that may be the
+    multi-tenant provider's, to be checked with `expected_issuer`. Never a decision by itself."""
+    prefix, _, suffix = template.partition(TENANT_PLACEHOLDER)
+    return (
+        len(issuer) > len(prefix) + len(suffix)
+        and issuer.startswith(prefix)
+        and issuer.endswith(suffix)
+    )
 
 
 def read_unverified_claims(token: str) -> dict[str, Any]:

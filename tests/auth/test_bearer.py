@@ -1,6 +1,6 @@
 """Bearer JWT access tokens, checked without any server: a table of tokens that must be refused,
 the ones that must pass, the Authorization parser (with hypothesis), and `BearerVerifier` picking
-keys by issuer."""
+keys by issuer (a multi-tenant Entra provider's by the token's own tenant)."""
 
 from __future__ import annotations
 
@@ -21,13 +21,14 @@ from joserfc.jwk import ECKey, KeySet, RSAKey
 from sidecar.auth.bearer import (
     BearerVerifier,
     TrustedIssuer,
+    build_trusted_issuers,
     looks_like_jwt,
     parse_bearer,
     unverified_issuer,
     validate_access_token,
 )
-from sidecar.config.model import BearerConfig, ClaimsConfig
-from sidecar.errors import InvalidTokenError
+from sidecar.config.model import BearerConfig, ClaimsConfig, EntraConfig
+from sidecar.errors import InvalidTokenError, ProviderUnavailableError
 
 ISSUER = "https://idp.example.com"
 AUDIENCE = "https://api.example.com"
@@ -263,3 +264,146 @@ async def test_verifier_refuses_a_token_that_identifies_nobody() -> None:
     )
     with refused("identify"):
         await bearer.identity(mint(claims(sub=_DROP)))
+
+
+# -- a multi-tenant Entra provider --------------------------------------------------------------
+
+TEMPLATE = "https://login.microsoftonline.com/{tenantid}/v2.0"
+COMMON = "https://login.microsoftonline.com/organizations/v2.0"  # what the config names
+TENANT = "b9419818-09af-49c2-b0c3-653adc1f376e"
+OTHER_TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+
+
+def tenant_issuer(tenant: str) -> str:
+    return TEMPLATE.replace("{tenantid}", tenant)
+
+
+def entra_claims(tenant: str = TENANT, **changes: Any) -> dict[str, Any]:
+    return claims(**{"iss": tenant_issuer(tenant), "tid": tenant, **changes})
+
+
+def multi_tenant(
+    template: str | None = TEMPLATE, allowed: tuple[str, ...] = (TENANT,), **extra: TrustedIssuer
+) -> BearerVerifier:
+    """The verifier as `sidecar.auth.api_clients` builds it for `provider.entra.allowed_tenants`,
+    once discovery found `template` (None: the provider turned out single-tenant)."""
+    issuers = build_trusted_issuers(
+        BearerConfig(enabled=True, audiences=(AUDIENCE,)),
+        provider_issuer=COMMON,
+        provider_keys=FixedKeys(KEYS),
+        provider_claims=ClaimsConfig(),
+        issuer_keys=(),
+        provider_template=lambda: template,
+        entra=EntraConfig(allowed_tenants=allowed),
+    )
+    issuers.update({each.issuer: each for each in extra.values()})
+    return BearerVerifier(
+        BearerConfig(enabled=True, audiences=(AUDIENCE,)),
+        issuers=issuers,
+        introspector=None,
+        provider_claims=ClaimsConfig(),
+        leeway=60,
+        clock=lambda: NOW,
+    )
+
+
+async def test_multi_tenant_provider_accepts_a_token_of_an_allowed_tenant() -> None:
+    identity = await multi_tenant().identity(mint(entra_claims()))
+    assert identity.sub == "svc-1"
+    upper = TENANT.upper()  # a tenant id is a GUID: its case does not matter for the allow-list
+    assert (await multi_tenant().identity(mint(entra_claims(upper)))).sub == "svc-1"
+
+
+async def test_multi_tenant_any_accepts_every_tenant() -> None:
+    bearer = multi_tenant(allowed=("any",))
+    assert (await bearer.identity(mint(entra_claims(OTHER_TENANT)))).sub == "svc-1"
+
+
+MULTI_TENANT_REFUSED: dict[str, tuple[dict[str, Any], str]] = {
+    "tenant not allowed": (entra_claims(OTHER_TENANT), f"tid: tenant {OTHER_TENANT} is not in"),
+    "tid missing": (entra_claims(tid=_DROP), "tid: missing or not a tenant id"),
+    "tid malformed": (entra_claims(tid="contoso"), "tid: missing or not a tenant id"),
+    "tid not a string": (entra_claims(tid=7), "tid: missing or not a tenant id"),
+    "iss of another tenant than tid": (
+        entra_claims(iss=tenant_issuer(OTHER_TENANT)),
+        "iss: not the issuer of the token's own tenant",
+    ),
+    "iss the configured common issuer": (
+        entra_claims(iss=COMMON),
+        "iss: not the issuer of the token's own tenant",
+    ),
+    "iss the template itself": (entra_claims(iss=TEMPLATE), "iss: not the issuer"),
+    "iss not the template at all": (
+        entra_claims(iss=f"https://evil.example.com/{TENANT}/v2.0"),
+        "iss: not a trusted issuer",
+    ),
+    "iss on the v1 host": (
+        entra_claims(iss=f"https://sts.windows.net/{TENANT}/"),
+        "iss: not a trusted issuer",
+    ),
+    "iss missing": (entra_claims(iss=_DROP), "iss: not a trusted issuer"),
+    "wrong audience": (entra_claims(aud="https://graph.microsoft.com"), "aud"),
+}
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"), MULTI_TENANT_REFUSED.values(), ids=MULTI_TENANT_REFUSED.keys()
+)
+async def test_multi_tenant_provider_refuses(payload: dict[str, Any], reason: str) -> None:
+    with refused(reason):
+        await multi_tenant().identity(mint(payload))
+
+
+async def test_multi_tenant_provider_without_allowed_tenants_refuses_every_tenant() -> None:
+    with refused("is not in provider.entra.allowed_tenants"):
+        await multi_tenant(allowed=()).identity(mint(entra_claims()))
+
+
+async def test_provider_found_single_tenant_keeps_the_exact_issuer() -> None:
+    bearer = multi_tenant(template=None)
+    with refused("iss: not a trusted issuer"):
+        await bearer.identity(mint(entra_claims()))
+    assert (await bearer.identity(mint(entra_claims(iss=COMMON)))).sub == "svc-1"
+
+
+async def test_a_trusted_issuer_named_exactly_wins_over_the_tenant_template() -> None:
+    exact = TrustedIssuer(
+        tenant_issuer(OTHER_TENANT), FixedKeys(KeySet([EC])), frozenset({"ci"}), ClaimsConfig()
+    )
+    bearer = multi_tenant(ci=exact)
+    token = mint(entra_claims(OTHER_TENANT, aud="ci"), key=EC)
+    assert (await bearer.identity(token)).sub == "svc-1"
+
+
+async def test_multi_tenant_provider_before_discovery_is_unavailable_not_a_refusal() -> None:
+    def not_discovered() -> str | None:
+        raise ProviderUnavailableError(reason="provider not ready")
+
+    issuers = build_trusted_issuers(
+        BearerConfig(enabled=True, audiences=(AUDIENCE,)),
+        provider_issuer=COMMON,
+        provider_keys=FixedKeys(KEYS),
+        provider_claims=ClaimsConfig(),
+        issuer_keys=(),
+        provider_template=not_discovered,
+        entra=EntraConfig(allowed_tenants=(TENANT,)),
+    )
+    bearer = verifier(**issuers)
+    with pytest.raises(ProviderUnavailableError):
+        await bearer.identity(mint(entra_claims()))
+
+
+def test_only_a_provider_with_entra_settings_looks_for_a_tenant_template() -> None:
+    def build(entra: EntraConfig | None) -> TrustedIssuer:
+        return build_trusted_issuers(
+            BearerConfig(enabled=True, audiences=(AUDIENCE,)),
+            provider_issuer=ISSUER,
+            provider_keys=FixedKeys(KEYS),
+            provider_claims=ClaimsConfig(),
+            issuer_keys=(),
+            provider_template=lambda: TEMPLATE,
+            entra=entra,
+        )[ISSUER]
+
+    assert build(None).tenant_template is None
+    assert build(EntraConfig()).tenant_template is not None

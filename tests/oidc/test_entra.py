@@ -16,6 +16,7 @@ from sidecar.oidc.entra import (
     build_member_groups_request,
     check_tenant_template,
     expected_issuer,
+    fits_tenant_template,
     has_groups_overage,
     is_tenant_template,
     parse_member_groups,
@@ -40,6 +41,21 @@ OTHER = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 )
 def test_is_tenant_template(issuer: Any, expected: bool) -> None:
     assert is_tenant_template(issuer) is expected
+
+
+@pytest.mark.parametrize(
+    ("issuer", "expected"),
+    [
+        (f"https://login.microsoftonline.com/{TENANT}/v2.0", True),
+        ("https://login.microsoftonline.com/organizations/v2.0", True),  # shape only: not a tid
+        ("https://login.microsoftonline.com//v2.0", False),
+        (f"https://login.microsoftonline.com/{TENANT}/v2.0/", False),
+        (f"https://sts.windows.net/{TENANT}/", False),
+        ("https://evil.example/v2.0", False),
+    ],
+)
+def test_fits_tenant_template_is_the_shape_of_the_issuer(issuer: str, expected: bool) -> None:
+    assert fits_tenant_template(TEMPLATE, issuer) is expected
 
 
 def test_check_tenant_template_requires_an_explicit_allow_list() -> None:
