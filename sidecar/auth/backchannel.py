@@ -1,17 +1,18 @@
 """OpenID Connect Back-Channel Logout 1.0: the provider tells sidecar which sessions are over.
 
-`POST <prefix>/backchannel_logout` with the form field `logout_token`, sent by the provider's
-server (never a browser). The token is checked (section 2.6 of the spec): a compact JWS signed by
-the provider with an allowed asymmetric algorithm (its JWKS re-fetched once for an unknown `kid`),
-`iss` the provider, `aud` this client, `iat` not in the future and not older than
-`MAX_TOKEN_AGE_SECONDS` (and `exp`, when present, not passed), `events` holding the
-back-channel-logout event as an object, no `nonce` (so an ID token can never pass for one),
-`sid` and/or `sub`, and a `jti` not seen before (remembered until the token could no longer be
-accepted). Then the matching sessions end: deleted from Redis in redis mode, revoked through the
-revocation list in cookie mode (`sidecar.session.revocation`). Answers: 200 with
+`POST <prefix>/backchannel_logout` with the form field `logout_token`, sent by the provider's server
+(never a browser). The token is checked (section 2.6 of the spec): a compact JWS signed by the
+provider with an allowed asymmetric algorithm (its JWKS re-fetched once for an unknown `kid`), `iss`
+the provider (for a multi-tenant Entra provider, its issuer template filled with the token's own
+`tid`, an allowed tenant: `sidecar.oidc.entra.expected_issuer`, as at sign-in), `aud` this client,
+`iat` not in the future and not older than `MAX_TOKEN_AGE_SECONDS` (and `exp`, when present, not
+passed), `events` holding the back-channel-logout event as an object, no `nonce` (so an ID token can
+never pass for one), `sid` and/or `sub`, and a `jti` not seen before (remembered until the token
+could no longer be accepted). Then the matching sessions end: deleted from Redis in redis mode,
+revoked through the revocation list in cookie mode (`sidecar.session.revocation`). Answers: 200 with
 `Cache-Control: no-store`; 400 with a JSON `{"error": "invalid_request", ...}` naming the failed
-check for a token that does not pass; 503 when the provider's keys or the session store cannot
-be reached (the provider may retry). `check_logout_claims` is the pure claims check.
+check for a token that does not pass; 503 when the provider's keys or the session store cannot be
+reached (the provider may retry). `check_logout_claims` is the pure claims check.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from aiohttp import web
 
 from sidecar import keys
 from sidecar.auth.services import AuthServices
+from sidecar.config.model import EntraConfig
 from sidecar.errors import IdTokenError
+from sidecar.oidc.entra import expected_issuer
 from sidecar.oidc.tokens import token_kid, verify_signature
 from sidecar.session.revocation import ReplayGuard
 
@@ -85,9 +88,23 @@ def _optional_text(claims: Mapping[str, Any], name: str) -> str | None:
 
 
 def check_logout_claims(
-    claims: Mapping[str, Any], *, issuer: str, client_id: str, now: float, leeway: float
+    claims: Mapping[str, Any],
+    *,
+    issuer: str,
+    client_id: str,
+    now: float,
+    leeway: float,
+    issuer_template: str | None = None,
+    entra: EntraConfig | None = None,
 ) -> LogoutRequest:
-    """The logout request in verified `claims`, or `LogoutTokenError` (spec section 2.6)."""
+    """The logout request in verified `claims`, or `LogoutTokenError` (spec section 2.6).
+    With `issuer_template` (a multi-tenant provider) the `iss` must be the template filled with
+    the token's `tid`, a tenant `entra` allows, instead of `issuer`."""
+    if issuer_template is not None:
+        try:
+            issuer = expected_issuer(issuer_template, claims, entra)
+        except IdTokenError as exc:  # tid missing, malformed or not an allowed tenant
+            raise LogoutTokenError(exc.reason) from exc
     if claims.get("iss") != issuer:
         raise LogoutTokenError("iss: not the provider")
     if client_id not in _audiences(claims.get("aud")):
@@ -168,6 +185,8 @@ class BackchannelLogout:
                 client_id=services.provider.client_id,
                 now=now,
                 leeway=services.provider.clock_skew_seconds,
+                issuer_template=metadata.issuer_template,
+                entra=services.provider.entra,
             )
         except (LogoutTokenError, IdTokenError) as exc:
             reason = str(exc) if isinstance(exc, LogoutTokenError) else exc.reason

@@ -22,6 +22,7 @@ from sidecar.auth.backchannel import (
     LogoutTokenError,
     check_logout_claims,
 )
+from sidecar.config.model import EntraConfig
 from sidecar.dev.provider_clients import DevClient
 
 from .conftest import CLIENT_ID, CLIENT_SECRET, Browser, ServerFactory, Stack, StackFactory
@@ -211,6 +212,79 @@ def test_claims_check_accepts_a_token_without_exp_within_the_max_age() -> None:
             now=1000 + MAX_TOKEN_AGE_SECONDS + 1,
             leeway=0,
         )
+
+
+# -- a multi-tenant Entra provider: iss is the issuer template filled with the token's tid --------
+
+TEMPLATE = "https://login.microsoftonline.com/{tenantid}/v2.0"
+COMMON = "https://login.microsoftonline.com/organizations/v2.0"  # what the config names
+TENANT = "b9419818-09af-49c2-b0c3-653adc1f376e"
+OTHER_TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+
+
+def tenant_claims(tenant: str = TENANT, **changes: Any) -> dict[str, Any]:
+    claims: dict[str, Any] = {
+        "iss": TEMPLATE.replace("{tenantid}", tenant),
+        "tid": tenant,
+        "aud": CLIENT_ID,
+        "iat": 1000,
+        "jti": "j",
+        "sub": "alice",
+        "events": {LOGOUT_EVENT: {}},
+    }
+    for name, value in changes.items():
+        if value is None:
+            claims.pop(name, None)
+        else:
+            claims[name] = value
+    return claims
+
+
+def check_multi_tenant(
+    claims: dict[str, Any], allowed: tuple[str, ...] = (TENANT,), template: str | None = TEMPLATE
+) -> str | None:
+    """The sub of the logout request, as the endpoint checks it for this provider."""
+    return check_logout_claims(
+        claims,
+        issuer=COMMON,
+        client_id=CLIENT_ID,
+        now=1000,
+        leeway=0,
+        issuer_template=template,
+        entra=EntraConfig(allowed_tenants=allowed),
+    ).sub
+
+
+def test_multi_tenant_logout_token_of_an_allowed_tenant_is_accepted() -> None:
+    assert check_multi_tenant(tenant_claims()) == "alice"
+    assert check_multi_tenant(tenant_claims(OTHER_TENANT), allowed=("any",)) == "alice"
+
+
+MULTI_TENANT_REFUSED: dict[str, tuple[dict[str, Any], str]] = {
+    "tenant not allowed": (tenant_claims(OTHER_TENANT), "tid: tenant"),
+    "tid missing": (tenant_claims(tid=None), "tid: missing"),
+    "tid malformed": (tenant_claims(tid="contoso"), "tid: missing"),
+    "iss of another tenant than tid": (
+        tenant_claims(iss=TEMPLATE.replace("{tenantid}", OTHER_TENANT)),
+        "iss",
+    ),
+    "iss the configured common issuer": (tenant_claims(iss=COMMON), "iss"),
+    "iss not the template at all": (tenant_claims(iss="https://evil.example"), "iss"),
+}
+
+
+@pytest.mark.parametrize(
+    ("claims", "reason"), MULTI_TENANT_REFUSED.values(), ids=MULTI_TENANT_REFUSED.keys()
+)
+def test_multi_tenant_logout_token_refused(claims: dict[str, Any], reason: str) -> None:
+    with pytest.raises(LogoutTokenError, match=f"^{reason}"):
+        check_multi_tenant(claims)
+
+
+def test_single_tenant_logout_token_keeps_the_exact_issuer() -> None:
+    assert check_multi_tenant(tenant_claims(iss=COMMON), template=None) == "alice"
+    with pytest.raises(LogoutTokenError, match=r"^iss"):
+        check_multi_tenant(tenant_claims(), template=None)
 
 
 # -- with Redis ------------------------------------------------------------------------------
