@@ -5,6 +5,8 @@
 optional one-time rotation, strict client authentication), userinfo, end_session and introspect.
 It powers `sidecar demo` / `sidecar dev-provider` and is sidecar's fake provider in tests: flip
 knobs on `provider.faults` between requests to make it misbehave and read `provider.counters`.
+Tests also mint what a provider hands out elsewhere: `mint_access_token` (a JWT for an API, as
+its clients send it) and `mint_logout_token` (a back-channel logout token), in the shape's issuer.
 The browser-facing endpoints (authorize, end_session) are in `provider_browser_endpoints`, the
 back-channel ones (token, userinfo, introspect) in `provider_token_endpoints`; tokens are built in
 `provider_tokens`, state lives in `provider_grants`, pages in `provider_pages`.
@@ -37,7 +39,12 @@ from sidecar.dev.provider_token_endpoints import (
     USERINFO_PATH,
     TokenEndpoints,
 )
-from sidecar.dev.provider_tokens import WRONG_ISSUER
+from sidecar.dev.provider_tokens import (
+    WRONG_ISSUER,
+    build_api_access_token_claims,
+    build_logout_token_claims,
+    sign_token,
+)
 from sidecar.dev.shapes import ProviderShape
 
 log = logging.getLogger("sidecar.dev.provider")
@@ -122,6 +129,68 @@ class DevProvider:
 
     def url(self, path: str) -> str:
         return self.issuer + path
+
+    # -- tokens a test hands to sidecar itself -------------------------------------------------
+
+    def token_issuer(self, user: Mapping[str, Any]) -> str:
+        """The `iss` of this provider's tokens for `user`: the shape's issuer (a multi-tenant
+        `{tenantid}` filled from the user's `tid`), else the issuer."""
+        return self.shape.token_issuer(self.issuer, user) if self.shape else self.issuer
+
+    def mint_access_token(
+        self,
+        audience: str,
+        *,
+        user: Mapping[str, Any] | None = None,
+        client_id: str = "dev-api-client",
+        scope: str = "",
+        changes: Mapping[str, Any] | None = None,
+    ) -> str:
+        """A JWT access token for the API `audience`, signed with the current key, as a client
+        obtains one to call that API: `user` (default: the `auto_login` user) with this
+        provider's (or shape's) issuer. `changes` set claims (None: remove), to misbehave."""
+        user = self._token_user(user)
+        claims = build_api_access_token_claims(
+            user=user,
+            issuer=self.token_issuer(user),
+            audience=audience,
+            client_id=client_id,
+            scope=scope,
+            jti=self.grants.new_id(),
+            now=self.clock(),
+            ttl_seconds=self.access_token_ttl,
+        )
+        return sign_token(_changed(claims, changes), self.keys, typ="at+jwt")
+
+    def mint_logout_token(
+        self,
+        client_id: str,
+        *,
+        user: Mapping[str, Any] | None = None,
+        sid: str | None = None,
+        changes: Mapping[str, Any] | None = None,
+    ) -> str:
+        """A back-channel logout token for `client_id` (what the provider POSTs to its
+        `backchannel_logout_uri`): every session of `user` (default: the `auto_login` user), or
+        only provider session `sid`. A shape's tokens carry its issuer, tenant filled in."""
+        user = self._token_user(user)
+        claims = build_logout_token_claims(
+            issuer=self.token_issuer(user),
+            client_id=client_id,
+            sub=None if sid is not None else str(user["sub"]),
+            sid=sid,
+            jti=self.grants.new_id(),
+            now=self.clock(),
+        )
+        if self.shape is not None and "tid" in user:
+            claims["tid"] = user["tid"]  # Entra: every token names its tenant
+        return sign_token(_changed(claims, changes), self.keys, typ="logout+jwt")
+
+    def _token_user(self, user: Mapping[str, Any] | None) -> dict[str, Any]:
+        chosen = dict(user if user is not None else self.auto_login or {})
+        if "sub" not in chosen:
+            raise ValueError("a minted token needs a user with sub (or auto_login)")
+        return chosen
 
     def app(self) -> web.Application:
         """A fresh aiohttp application serving this provider (mount at the issuer's origin)."""
@@ -245,3 +314,13 @@ class DevProvider:
     async def _jwks(self, request: web.Request) -> web.Response:
         self.counters.jwks += 1
         return web.json_response(self.keys.public_jwks(extra_key=self.faults.publish_extra_key))
+
+
+def _changed(claims: dict[str, Any], changes: Mapping[str, Any] | None) -> dict[str, Any]:
+    """`claims` with `changes` applied: a value sets the claim, None removes it."""
+    for name, value in (changes or {}).items():
+        if value is None:
+            claims.pop(name, None)
+        else:
+            claims[name] = value
+    return claims

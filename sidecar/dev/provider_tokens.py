@@ -1,10 +1,10 @@
 """Claims and signatures of the tokens the development OpenID provider issues, faults included.
 
 Pure functions (no aiohttp, time passed in): which user claims a scope releases, the claims of ID
-and access tokens, signing them with the provider's key (or, when a `Faults` knob says so, with a
-wrong key, `alg: none`, HS256 keyed with the public key PEM, an unknown kid or no kid; claims
-left out), and reading
-the provider's own tokens back (access tokens at userinfo, `id_token_hint` at end_session).
+and access tokens (also access tokens for an API, and back-channel logout tokens), signing them with
+the provider's key (or, when a `Faults` knob says so, with a wrong key, `alg: none`, HS256 keyed
+with the public key PEM, an unknown kid or no kid; claims left out), and reading the provider's own
+tokens back (access tokens at userinfo, `id_token_hint` at end_session).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from sidecar.dev.faults import Faults
 from sidecar.dev.keys import SigningKeys
 
 WRONG_ISSUER = "https://wrong-issuer.invalid"
+LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 OTHER_AUDIENCE = "some-other-client"
 FAULT_SKEW_SECONDS = 3600
 
@@ -126,8 +127,63 @@ def build_access_token_claims(
     }
 
 
-def sign_token(claims: dict[str, Any], keys: SigningKeys, faults: Faults | None = None) -> str:
-    """A compact JWS of `claims` signed with the current key, or broken as `faults` asks."""
+def build_api_access_token_claims(
+    *,
+    user: Mapping[str, Any],
+    issuer: str,
+    audience: str,
+    client_id: str,
+    scope: str,
+    jti: str,
+    now: float,
+    ttl_seconds: int,
+) -> dict[str, Any]:
+    """An access token for an API (`audience`), as a client gets one to call it: the user's
+    claims (as Entra v2 access tokens carry `tid`, `oid`, `roles`...) and the protocol ones."""
+    issued_at = int(now)
+    claims = dict(user)
+    claims.update(
+        iss=issuer,
+        aud=audience,
+        client_id=client_id,
+        scope=scope,
+        jti=jti,
+        iat=issued_at,
+        exp=issued_at + ttl_seconds,
+    )
+    return claims
+
+
+def build_logout_token_claims(
+    *, issuer: str, client_id: str, sub: str | None, sid: str | None, jti: str, now: float
+) -> dict[str, Any]:
+    """A logout token's claims (OpenID Connect Back-Channel Logout 1.0, section 2.4): `sub`
+    and/or `sid`, the logout event, no nonce."""
+    issued_at = int(now)
+    claims: dict[str, Any] = {
+        "iss": issuer,
+        "aud": client_id,
+        "iat": issued_at,
+        "exp": issued_at + 120,
+        "jti": jti,
+        "events": {LOGOUT_EVENT: {}},
+    }
+    if sub is not None:
+        claims["sub"] = sub
+    if sid is not None:
+        claims["sid"] = sid
+    return claims
+
+
+def sign_token(
+    claims: dict[str, Any],
+    keys: SigningKeys,
+    faults: Faults | None = None,
+    *,
+    typ: str | None = None,
+) -> str:
+    """A compact JWS of `claims` signed with the current key (header `typ` when given, e.g.
+    `logout+jwt`), or broken as `faults` asks."""
     faults = faults or Faults()
     if faults.alg_none:
         header = {"alg": "none", "typ": "JWT", "kid": keys.current_kid}
@@ -144,7 +200,10 @@ def sign_token(claims: dict[str, Any], keys: SigningKeys, faults: Faults | None 
         return jwt.encode({"alg": "RS256", "kid": keys.current_kid}, claims, keys.impostor)
     if faults.no_kid:
         return jwt.encode({"alg": "RS256"}, claims, keys.current)
-    return jwt.encode({"alg": "RS256", "kid": keys.current_kid}, claims, keys.current)
+    header = {"alg": "RS256", "kid": keys.current_kid}
+    if typ is not None:
+        header["typ"] = typ
+    return jwt.encode(header, claims, keys.current)
 
 
 def read_own_token(

@@ -9,6 +9,7 @@ import hmac
 import json
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote_plus, urlsplit
 
@@ -21,6 +22,7 @@ from joserfc.errors import BadSignatureError, JoseError
 from sidecar.dev.provider import DevProvider
 from sidecar.dev.provider_browser_endpoints import SESSION_COOKIE
 from sidecar.dev.provider_clients import ASSERTION_TYPE, DevClient
+from sidecar.dev.shapes import load_shape
 
 REDIRECT_URI = "http://rp.test/oauth2/callback"
 LOGOUT_URI = "http://rp.test/signed-out"
@@ -701,3 +703,65 @@ async def test_issuer_defaults_to_the_origin_of_the_first_request(
     test_client = await aiohttp_client(provider.app())
     meta = await (await test_client.get("/.well-known/openid-configuration")).json()
     assert meta["issuer"] == str(test_client.make_url("/")).rstrip("/")
+
+
+# -- tokens a test hands to the relying party itself ----------------------------------------------
+
+ENTRA_TENANT = "b9419818-09af-49c2-b0c3-653adc1f376e"
+
+
+def entra_provider(clock: Clock) -> DevProvider:
+    shape = load_shape(Path(__file__).resolve().parents[1] / "providers" / "fixtures" / "entra-id")
+    return DevProvider("http://127.0.0.1:9000", clock=clock, shape=shape, auto_login=shape.user)
+
+
+async def test_minted_access_token_is_for_the_api_and_names_the_user(
+    client: TestClient[Any, Any], provider: DevProvider, clock: Clock
+) -> None:
+    token = provider.mint_access_token("https://api.example.com", scope="orders.read")
+    assert header_of(token)["typ"] == "at+jwt"
+    claims = (await verify(client, token)).claims
+    assert (claims["iss"], claims["aud"], claims["scope"]) == (
+        provider.issuer,
+        "https://api.example.com",
+        "orders.read",
+    )
+    assert (claims["sub"], claims["email"]) == ("alice", "alice@example.org")
+    assert claims["exp"] == int(clock.now) + provider.access_token_ttl
+    bob = provider.mint_access_token("a", user={"sub": "bob"}, changes={"exp": None, "x": 1})
+    bob_claims = (await verify(client, bob)).claims
+    assert bob_claims["sub"] == "bob" and "exp" not in bob_claims and bob_claims["x"] == 1
+
+
+async def test_minted_logout_token_ends_the_users_sessions_or_one_sid(
+    client: TestClient[Any, Any], provider: DevProvider, clock: Clock
+) -> None:
+    token = provider.mint_logout_token("app")
+    assert header_of(token)["typ"] == "logout+jwt"
+    claims = (await verify(client, token)).claims
+    assert claims["iss"] == provider.issuer and claims["aud"] == "app"
+    assert claims["sub"] == "alice" and "sid" not in claims and "nonce" not in claims
+    assert claims["events"] == {"http://schemas.openid.net/event/backchannel-logout": {}}
+    assert claims["iat"] == int(clock.now) and claims["jti"]
+    by_sid = (await verify(client, provider.mint_logout_token("app", sid="s-1"))).claims
+    assert by_sid["sid"] == "s-1" and "sub" not in by_sid
+    assert provider.mint_logout_token("app") != token  # a new jti each time
+
+
+def test_minted_tokens_of_a_multi_tenant_shape_name_the_users_tenant(clock: Clock) -> None:
+    provider = entra_provider(clock)
+    tenant_issuer = f"http://127.0.0.1:9000/{ENTRA_TENANT}/v2.0"
+    access = jwt.decode(provider.mint_access_token("api"), provider.keys.current).claims
+    logout = jwt.decode(provider.mint_logout_token("app"), provider.keys.current).claims
+    for claims in (access, logout):
+        assert (claims["iss"], claims["tid"]) == (tenant_issuer, ENTRA_TENANT)
+    other = {"sub": "x", "tid": "72f988bf-86f1-41af-91ab-2d7cd011db47"}
+    assert (
+        provider.token_issuer(other)
+        == "http://127.0.0.1:9000/72f988bf-86f1-41af-91ab-2d7cd011db47/v2.0"
+    )
+
+
+def test_minting_needs_a_user_with_sub() -> None:
+    with pytest.raises(ValueError, match="sub"):
+        DevProvider("http://127.0.0.1:9000").mint_logout_token("app")
