@@ -35,7 +35,8 @@ class EntraConfig(Model):
         description=(
             "Tenant ids (GUIDs) whose users may sign in through a multi-tenant issuer "
             "(.../common/v2.0, .../organizations/v2.0: the discovered issuer has {tenantid}). "
-            "The ID token's iss must equal the issuer with its tid filled in. Empty: a "
+            "Every token's iss (ID tokens, bearer access tokens, back-channel logout tokens) "
+            "must equal the issuer with the token's own tid filled in. Empty: a "
             "multi-tenant issuer is refused. [any]: every tenant (then restrict with policies)."
         ),
     )
