@@ -26,7 +26,7 @@ from sidecar import keys
 from sidecar.carry_over import CarryOver
 from sidecar.config.model import SidecarConfig
 from sidecar.error_adapter import make_error_middleware
-from sidecar.gating import never_own_cookie, open_gate
+from sidecar.gating import open_gate, read_foreign_cookies, request_cookies
 from sidecar.observability.access import (
     ACCESS_LOGGER_NAME,
     AccessLogger,
@@ -72,7 +72,7 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
         host=request.host,
         request_id=request[keys.REQUEST_ID],
         identity_headers=result.identity_headers,
-        cookie_names_to_drop=app[keys.IS_OWN_COOKIE],
+        cookie=request_cookies(request).upstream,
         upstream_host=forwarder.upstream_host(upstream),
         drop=result.drop_request_headers,
     )
@@ -122,7 +122,7 @@ def create_app(
     app[keys.CARRY_OVER] = carry_over if carry_over is not None else CarryOver()
     app[keys.HEADER_PLAN] = build_header_plan(config)
     app[keys.GATE] = open_gate
-    app[keys.IS_OWN_COOKIE] = never_own_cookie
+    app[keys.COOKIE_READER] = read_foreign_cookies
     app[keys.READINESS] = []
     app.on_response_prepare.append(make_request_id_echo(server.request_id_header))
     app.cleanup_ctx.append(_upstream_context(config))
@@ -131,7 +131,7 @@ def create_app(
     if server.metrics_on_main_port:
         add_metrics_route(app, config.auth.prefix + METRICS_PATH)
     if config.provider is not None:
-        # The seam for sign-in: sidecar.auth.setup replaces the gate, sets IS_OWN_COOKIE, adds its
+        # The seam for sign-in: sidecar.auth.setup replaces the gate, sets COOKIE_READER, adds its
         # routes under auth.prefix, its readiness check and its own cleanup contexts.
         setup_auth: AuthSetup = importlib.import_module("sidecar.auth").setup
         setup_auth(app, config, clock)

@@ -5,7 +5,9 @@ headers to add upstream, headers to add to the response (e.g. Set-Cookie from a 
 headers to leave out upstream and fields for the access log; it stops a request by raising (a
 `SidecarError` such as `NotAuthenticatedError`, or an aiohttp `HTTPFound` redirect to sign-in).
 The app holds exactly one gate in `app[keys.GATE]`; without a provider it is `open_gate`, which
-lets everything through with no identity.
+lets everything through with no identity. The request's Cookie headers are read once, by whichever
+of the gate and the catch-all route asks first (`request_cookies`), with the app's reader
+(`app[keys.COOKIE_READER]`: sidecar's own cookies are known only once sign-in is set up).
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from aiohttp import web
+from aiohttp import hdrs, web
+
+from sidecar import keys
+from sidecar.session.cookies import RequestCookies, read_request_cookies
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,15 @@ async def open_gate(request: web.Request) -> GateResult:
     return OPEN
 
 
-def never_own_cookie(name: str) -> bool:
-    """Without sessions sidecar has no cookies of its own: every cookie goes upstream."""
-    return False
+def read_foreign_cookies(cookie_headers: Sequence[str]) -> RequestCookies:
+    """The cookie reader without sessions: sidecar has no cookies of its own, all go upstream."""
+    return read_request_cookies(None, cookie_headers)
+
+
+def request_cookies(request: web.Request) -> RequestCookies:
+    """This request's Cookie headers, read once (see `sidecar.session.cookies.RequestCookies`)."""
+    cookies = request.get(keys.REQUEST_COOKIES)
+    if cookies is None:
+        read = request.app[keys.COOKIE_READER]
+        cookies = request[keys.REQUEST_COOKIES] = read(request.headers.getall(hdrs.COOKIE, ()))
+    return cookies

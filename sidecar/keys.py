@@ -6,7 +6,7 @@ store, ...) adds its key here, next to the others.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from sidecar.observability.metrics import Metrics
     from sidecar.proxy.forward import Forwarder
     from sidecar.proxy.headers import HeaderPlan
+    from sidecar.session.cookies import RequestCookies
 
 CONFIG: web.AppKey[SidecarConfig] = web.AppKey("config", SidecarConfig)
 CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock", Callable[[], float])  # type: ignore[arg-type]
@@ -35,8 +36,11 @@ FORWARDER: web.AppKey[Forwarder] = web.AppKey("forwarder")
 HEADER_PLAN: web.AppKey[HeaderPlan] = web.AppKey("header_plan")
 GATE: web.AppKey[Gate] = web.AppKey("gate")
 """The auth gate the catch-all route calls before forwarding (default: sidecar.gating.open_gate)."""
-IS_OWN_COOKIE: web.AppKey[Callable[[str], bool]] = web.AppKey("is_own_cookie")
-"""Which cookie names are sidecar's own and never go upstream (the session package sets it)."""
+COOKIE_READER: web.AppKey[Callable[[Sequence[str]], RequestCookies]] = web.AppKey("cookie_reader")
+"""Reads a request's Cookie headers once: sidecar's own cookies, which never go upstream, and the
+rest (default: sidecar.gating.read_foreign_cookies; sign-in sets one knowing the cookie policy)."""
+REQUEST_COOKIES: web.RequestKey[RequestCookies] = web.RequestKey("request_cookies")
+"""This request's Cookie headers as read by COOKIE_READER (sidecar.gating.request_cookies)."""
 READINESS: web.AppKey[list[ReadinessCheck]] = web.AppKey("readiness")
 """Readiness checks run by /readyz; components append theirs while the app is built."""
 AUTH_SERVICES: web.AppKey[AuthServices] = web.AppKey("auth_services")

@@ -13,7 +13,7 @@ whose public keys it serves at `<prefix>/jwks`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from functools import partial
 
 import aiohttp
@@ -35,7 +35,7 @@ from sidecar.oidc.client import ProviderClient
 from sidecar.oidc.discovery import ProviderDirectory
 from sidecar.proxy.headers import HeaderPlan, build_header_plan
 from sidecar.session.codec import SessionCodec
-from sidecar.session.cookies import CookiePolicy, is_own_cookie
+from sidecar.session.cookies import CookiePolicy, RequestCookies, read_request_cookies
 
 __all__ = ["build_services", "setup"]
 
@@ -112,10 +112,10 @@ def setup(app: web.Application, config: SidecarConfig, clock: Callable[[], float
     app[keys.GATE] = make_gate(services)
     policy = services.policy
 
-    def own_cookie(name: str) -> bool:
-        return is_own_cookie(policy, name)
+    def read_cookies(cookie_headers: Sequence[str]) -> RequestCookies:
+        return read_request_cookies(policy, cookie_headers)
 
-    app[keys.IS_OWN_COOKIE] = own_cookie
+    app[keys.COOKIE_READER] = read_cookies
     app[keys.READINESS].append(partial(_readiness, services))
     app.cleanup_ctx.append(_provider_context(services))
     add_routes(app, services)

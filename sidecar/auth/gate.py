@@ -42,11 +42,11 @@ from sidecar.errors import (
     ProviderUnavailableError,
     RefreshRejectedError,
 )
-from sidecar.gating import Gate, GateResult
+from sidecar.gating import Gate, GateResult, request_cookies
 from sidecar.pages import SIGN_IN_TEMPLATE, render_page, wants_json
 from sidecar.policy import decide
 from sidecar.routing import Route, RouteTable
-from sidecar.session.cookies import CookiePolicy, has_duplicate_session_cookie
+from sidecar.session.cookies import CookiePolicy
 from sidecar.session.model import Identity, Session, Tokens
 
 WWW_AUTHENTICATE = ("WWW-Authenticate", 'Bearer realm="sidecar"')
@@ -77,12 +77,13 @@ async def resolve_session(request: web.Request, services: AuthServices) -> Resol
     """The request's session, refreshed when due. Raises `ProviderUnavailableError` only when a
     refresh is overdue, the provider cannot be reached and the access token has really expired."""
     now = services.clock()
-    cookies = request.cookies
-    store = services.store
-    if has_duplicate_session_cookie(services.policy, request.headers.getall("Cookie", ())):
+    read = request_cookies(request)
+    if read.duplicated:
         # Cookie tossing: ours and a planted one under the same name. Use neither, clear
         # nothing (clearing ours would leave only the planted one).
         return Resolution(None, (), ("session-cookie-duplicated",))
+    cookies = read.own if read.own is not None else request.cookies
+    store = services.store
     session = await store.load(cookies, now=now)
     if session is None:
         if _has_session_cookie(services.policy, cookies):

@@ -4,17 +4,18 @@ Upstream request headers are built in two steps, in this order: strip, then add.
 hop-by-hop headers (RFC 9110 section 7.6.1) and every header a `Connection` header names, every
 client-sent copy of an identity header (compared case-insensitively with `_` read as `-`, so
 `x_forwarded_email` goes too), `X-Auth-Request-*`, the configured `headers.strip`, sidecar's own
-cookies from `Cookie`, and forwarding headers from untrusted peers. Adding then sets
-`X-Forwarded-For/-Proto/-Host`, `Host`, the request id and, last of all, the identity headers, so
-nothing a client sends can remove or duplicate what sidecar adds. Everything that depends only on
-the configuration is computed once in `HeaderPlan`; the per-request functions are one pass over the
-headers. Pure: no aiohttp.web, no I/O.
+cookies from `Cookie` (found in the one reading of a request's cookies,
+`sidecar.session.cookies.read_request_cookies`, which gives the value to send), and forwarding
+headers from untrusted peers. Adding then sets `X-Forwarded-For/-Proto/-Host`, `Host`, the request
+id and, last of all, the identity headers, so nothing a client sends can remove or duplicate what
+sidecar adds. Everything that depends only on the configuration is computed once in `HeaderPlan`;
+the per-request functions are one pass over the headers. Pure: no aiohttp.web, no I/O.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from multidict import CIMultiDict
@@ -164,24 +165,6 @@ def _connection_tokens(values: Sequence[str]) -> frozenset[str]:
     return frozenset(tokens)
 
 
-def _filter_cookie(value: str, drop: Callable[[str], bool]) -> str:
-    """The Cookie header value without the cookies `drop` selects (unchanged when none is)."""
-    kept: list[str] = []
-    dropped = False
-    for pair in value.split(";"):
-        stripped = pair.strip()
-        if not stripped:
-            continue
-        name = stripped.partition("=")[0].strip()
-        if drop(name):
-            dropped = True
-        else:
-            kept.append(stripped)
-    if not dropped:
-        return value.strip()
-    return "; ".join(kept)
-
-
 def build_upstream_headers(
     incoming: Iterable[tuple[str, str]],
     *,
@@ -191,22 +174,24 @@ def build_upstream_headers(
     host: str,
     request_id: str,
     identity_headers: Sequence[tuple[str, str]],
-    cookie_names_to_drop: Callable[[str], bool],
+    cookie: str,
     upstream_host: str | None,
     drop: Collection[str] = (),
 ) -> CIMultiDict[str]:
     """The headers sent upstream: the client's minus what must not pass, plus what sidecar adds.
 
     `host` is the request's Host; it is sent on unless `upstream_host` is given (the upstream's
-    `host:port`, for `preserve_host: false`). `identity_headers` are added last. `drop` names
-    (lower case) more client headers to leave out for this request only (an Authorization header
-    that carried sidecar's own credential).
+    `host:port`, for `preserve_host: false`). `cookie` is the value the client's Cookie headers
+    become upstream, sidecar's own cookies removed (`RequestCookies.upstream`); it is sent when the
+    client sent a Cookie header that passes (not named by `Connection`, not in `headers.strip`).
+    `identity_headers` are added last. `drop` names (lower case) more client headers to leave out
+    for this request only (an Authorization header that carried sidecar's own credential).
     """
     trusted = plan.is_trusted(peer)
     classify = plan.classify
     kept: list[tuple[str, str, str]] = []
     connection: list[str] = []
-    cookies: list[str] = []
+    send_cookie = False
     forwarded_for: list[str] = []
     forwarded_proto: str | None = None
     forwarded_host: str | None = None
@@ -220,7 +205,7 @@ def build_upstream_headers(
             if lname == "connection":
                 connection.append(value)
         elif kind == _COOKIE:
-            cookies.append(value)
+            send_cookie = True
         elif kind == _UNTRUSTED_ONLY:
             if trusted:
                 kept.append((lname, name, value))
@@ -242,7 +227,7 @@ def build_upstream_headers(
             if "x-forwarded-host" in named:
                 forwarded_host = None
             if "cookie" in named:
-                cookies = []
+                send_cookie = False
             kept = [entry for entry in kept if entry[0] not in named]
 
     # None of the names set below can be among `kept` (all are classified as not kept), so the
@@ -252,12 +237,8 @@ def build_upstream_headers(
     for lname, name, value in kept:
         # Repeats keep the first spelling: aiohttp's client merges `X-A` and `x-a` into one.
         pairs.append((spelling.setdefault(lname, name), value))
-    if cookies:
-        cookie = "; ".join(
-            c for c in (_filter_cookie(value, cookie_names_to_drop) for value in cookies) if c
-        )
-        if cookie:
-            pairs.append(("Cookie", cookie))
+    if send_cookie and cookie:
+        pairs.append(("Cookie", cookie))
     pairs.append(("Host", upstream_host if upstream_host is not None else host))
     if peer is not None:
         forwarded_for.append(peer)

@@ -9,12 +9,18 @@
 `__Host-` prefix (so cookies from before a configuration change are stripped too), and nothing
 else: the provider's `_session` and `_interaction` cookies on the same host are not ours. Values
 are base64url, so no quoting is needed.
+
+A request's Cookie headers are read once, in one pass, by `read_request_cookies`: sidecar's own
+cookies (by name, as aiohttp's `request.cookies` would read them), whether a session cookie name
+comes twice with different values (cookie tossing), and the Cookie header value for the upstream
+without sidecar's cookies. Other cookies are passed on as they came: only the pieces between `;`
+are trimmed, nothing is unquoted or re-encoded.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -47,6 +53,9 @@ class CookiePolicy:
     http_only: bool = field(default=True, init=False)
     _chunk: re.Pattern[str] = field(init=False, repr=False, compare=False)
     _own: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    _base: str = field(init=False, repr=False, compare=False)
+    """`name` without `__Host-`: every name `is_own_cookie` accepts contains it."""
+    _own_starts: tuple[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         base = self.name.removeprefix(HOST_PREFIX)
@@ -63,6 +72,8 @@ class CookiePolicy:
         own = rf"(?:{re.escape(HOST_PREFIX)})?{re.escape(base)}{suffix}"
         object.__setattr__(self, "_chunk", re.compile(chunk))
         object.__setattr__(self, "_own", re.compile(own))
+        object.__setattr__(self, "_base", base)
+        object.__setattr__(self, "_own_starts", (base, HOST_PREFIX + base))
         if self.chunk_value_bytes(self.name + _CHUNK_SUFFIX) < 100:
             raise ValueError("max_cookie_bytes leaves no room for a value")
 
@@ -107,23 +118,6 @@ class CookiePolicy:
         if match is None:
             return None
         return int(match.group(1) or 0)
-
-
-def has_duplicate_session_cookie(policy: CookiePolicy, cookie_headers: Iterable[str]) -> bool:
-    """True when the Cookie headers carry one of the session cookie's names twice with different
-    values: a copy tossed in by a sibling subdomain (or planted with a narrower Path) beside
-    sidecar's own. Which one is sidecar's cannot be told, so the caller must use neither."""
-    seen: dict[str, str] = {}
-    for header in cookie_headers:
-        if policy.name not in header:
-            continue
-        for pair in header.split(";"):
-            name, sep, value = pair.strip().partition("=")
-            if not sep or policy.chunk_index(name) is None:
-                continue
-            if seen.setdefault(name, value.strip()) != value.strip():
-                return True
-    return False
 
 
 def chunk_name(policy: CookiePolicy, index: int, name: str | None = None) -> str:
@@ -235,7 +229,109 @@ def build_clear_session_cookies(policy: CookiePolicy, present_names: Iterable[st
 
 def is_own_cookie(policy: CookiePolicy, name: str) -> bool:
     """True for sidecar's cookies (session chunks, login attempts): they never reach the backend."""
-    return policy._own.fullmatch(name) is not None
+    return name.startswith(policy._own_starts) and policy._own.fullmatch(name) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestCookies:
+    """One request's Cookie headers as sidecar needs them, read once (`read_request_cookies`)."""
+
+    own: Mapping[str, str] | None
+    """Sidecar's cookies (session chunks, login attempts) by name, read from the first Cookie
+    header exactly as aiohttp's `request.cookies` reads it (the last of a repeated name wins).
+    None when that header is too irregular to be sure without aiohttp's parser (a `"` anywhere,
+    or whitespace, control or non-ASCII characters in a piece holding our cookie name): the
+    caller then reads `request.cookies`."""
+    duplicated: bool
+    """A session cookie name came twice with different values, in any Cookie header: a copy
+    tossed in by a sibling subdomain beside sidecar's own. Which is ours cannot be told, so
+    neither may be used."""
+    upstream: str
+    """Every Cookie header, sidecar's cookies removed, joined with "; " ("" when none is left).
+    A header holding none of ours is passed on trimmed, else its other pieces as they came."""
+
+
+NO_COOKIES = RequestCookies(own={}, duplicated=False, upstream="")
+
+
+def read_request_cookies(
+    policy: CookiePolicy | None, cookie_headers: Sequence[str]
+) -> RequestCookies:
+    """Read a request's Cookie headers in one pass (see `RequestCookies`); `policy` None: sidecar
+    has no cookies of its own (no provider), so everything goes upstream."""
+    if not cookie_headers:
+        return NO_COOKIES
+    upstream: list[str] = []
+    own: dict[str, str] | None = {}
+    seen: dict[str, str] = {}
+    duplicated = False
+    for position, header in enumerate(cookie_headers):
+        if policy is None or policy._base not in header:
+            # None of ours can be in it (every name of ours contains the base name).
+            trimmed = header.strip()
+            if trimmed:
+                upstream.append(trimmed)
+            continue
+        base = policy._base
+        starts = policy._own_starts
+        # aiohttp reads only the first Cookie header. Without a `"` in it, aiohttp reads each piece
+        # between `;` on its own, and a plain piece (see `_plain`) exactly as split here.
+        reading = position == 0 and '"' not in header
+        if position == 0 and not reading:
+            own = None
+        kept: list[str] = []
+        dropped = False
+        start = 0
+        length = len(header)
+        while start <= length:
+            # str.find jumps to the next ";" far faster than str.split walks a long filler cookie.
+            end = header.find(";", start)
+            if end < 0:
+                end = length
+            piece = header[start:end]
+            start = end + 1
+            stripped = piece.strip()
+            if not stripped:
+                continue
+            if not (
+                stripped.startswith(starts)
+                and is_own_cookie(policy, stripped.partition("=")[0].strip())
+            ):
+                if own is not None and reading and base in stripped and not _plain(piece, stripped):
+                    own = None  # aiohttp might find one of ours inside it
+                kept.append(stripped)
+                continue
+            dropped = True
+            name, sep, value = stripped.partition("=")
+            if sep and policy._chunk.fullmatch(name) is not None:
+                trimmed = value.strip()
+                if seen.setdefault(name, trimmed) != trimmed:
+                    duplicated = True
+            if own is not None and reading:
+                if _plain(piece, stripped):
+                    own[name.strip()] = value.strip()
+                else:
+                    own = None
+        if not dropped:
+            upstream.append(header.strip())
+        elif kept:
+            upstream.append("; ".join(kept))
+    return RequestCookies(own=own, duplicated=duplicated, upstream="; ".join(upstream))
+
+
+def _plain(piece: str, stripped: str) -> bool:
+    """Whether aiohttp reads `piece` (text between two `;`, no `"`) as the one cookie `name[=value]`
+    that splitting at the first `=` and trimming gives: no whitespace inside, and none at the
+    ends but spaces and tabs (`stripped` is `piece.strip()`)."""
+    return (
+        len(piece.strip(" \t")) == len(stripped)
+        and " " not in stripped
+        and "\t" not in stripped
+        and "\n" not in stripped
+        and "\r" not in stripped
+        and "\f" not in stripped
+        and "\v" not in stripped
+    )
 
 
 def _chunk_indices(name: str, present_names: Iterable[str]) -> set[int]:

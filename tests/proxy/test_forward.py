@@ -20,8 +20,10 @@ from sidecar.config.model import SidecarConfig
 from sidecar.errors import SidecarError
 from sidecar.proxy.forward import Forwarder, create_upstream_client
 from sidecar.proxy.headers import build_header_plan, build_upstream_headers
+from sidecar.session.cookies import CookiePolicy, read_request_cookies
 
 MiB = 1024 * 1024
+COOKIES = CookiePolicy(name="_sidecar", secure=False)
 IDENTITY = (("X-Forwarded-User", "alice"), ("X-Forwarded-Email", "alice@example.com"))
 FORWARDER = web.AppKey("forwarder", Forwarder)
 
@@ -68,7 +70,7 @@ def make_proxy_app(
             host=request.host,
             request_id="rid-test",
             identity_headers=identity,
-            cookie_names_to_drop=lambda name: name.startswith("_sidecar"),
+            cookie=read_request_cookies(COOKIES, request.headers.getall("Cookie", ())).upstream,
             upstream_host=forwarder.upstream_host(upstream),
         )
         return await forwarder.forward(request, headers)

@@ -16,6 +16,7 @@ from sidecar.proxy.headers import (
     build_upstream_headers,
     normalize_header_name,
 )
+from sidecar.session.cookies import CookiePolicy, read_request_cookies
 
 CONFIG = SidecarConfig.model_validate(
     {
@@ -31,8 +32,7 @@ UNTRUSTED = "203.0.113.9"
 TRUSTED = "10.1.2.3"
 
 
-def _own_cookie(name: str) -> bool:
-    return name == "_sidecar" or name.startswith("_sidecar_")
+COOKIES = CookiePolicy(name="_sidecar", secure=False)
 
 
 def build(
@@ -51,7 +51,9 @@ def build(
         host="app.example.com",
         request_id="rid-1",
         identity_headers=identity,
-        cookie_names_to_drop=_own_cookie,
+        cookie=read_request_cookies(
+            COOKIES, [v for n, v in incoming if n.lower() == "cookie"]
+        ).upstream,
         upstream_host=upstream_host,
     )
     return list(headers.items())
@@ -336,6 +338,16 @@ def test_sidecar_cookies_are_removed_from_the_cookie_header(
 ) -> None:
     pairs = build([("Cookie", c) for c in cookies])
     assert values(pairs, "Cookie") == expected
+
+
+def test_cookie_header_named_by_connection_or_configured_strip_is_not_sent() -> None:
+    incoming = [("Cookie", "a=1; _sidecar=s"), ("Connection", "cookie")]
+    assert values(build(incoming), "Cookie") == []
+    config = CONFIG.model_copy(
+        update={"headers": CONFIG.headers.model_copy(update={"strip": ["Cookie"]})}
+    )
+    assert values(build(incoming[:1], plan=build_header_plan(config)), "Cookie") == []
+    assert values(build(incoming[:1]), "Cookie") == ["a=1"]
 
 
 def test_host_is_passed_through_or_replaced_by_the_upstreams() -> None:

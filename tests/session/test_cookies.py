@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
-from hypothesis import given, settings
+from aiohttp._cookie_helpers import parse_cookie_header
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from sidecar.session.cookies import (
@@ -15,6 +18,7 @@ from sidecar.session.cookies import (
     build_set_cookies,
     is_own_cookie,
     join_chunks,
+    read_request_cookies,
     split_value,
 )
 
@@ -232,3 +236,164 @@ def test_clear_session_cookies_keeps_sign_ins_in_progress() -> None:
 )
 def test_is_own_cookie(name: str, own: bool) -> None:
     assert is_own_cookie(secure, name) is own
+
+
+# --- reading a request's Cookie headers once -----------------------------------------------------
+
+UPSTREAM_ROWS = [
+    ("own cookie removed", ["a=1; _sidecar=secret; b=2"], "a=1; b=2"),
+    ("only own cookies: nothing left", ["_sidecar=secret; _sidecar_1=more"], ""),
+    ("untouched when nothing is ours", ["a=1;b=2"], "a=1;b=2"),
+    ("trimmed when nothing is ours", ["  a=1 ; b=2  "], "a=1 ; b=2"),
+    ("sign-in attempt cookies removed", ["_sidecar_login_x=1; theme=dark"], "theme=dark"),
+    ("prefixed names removed too", ["__Host-_sidecar=s; __Host-_sidecar_1=t; t=1"], "t=1"),
+    ("look-alike names kept", ["_sidecarx=1; sidecar=2"], "_sidecarx=1; sidecar=2"),
+    ("several Cookie headers joined", ["a=1", "_sidecar=s; c=3"], "a=1; c=3"),
+    ("empty pieces ignored", ["; _sidecar=s ;; d=4 ;"], "d=4"),
+    ("quoting passed on as sent", ['q="a b"; _sidecar=s; r=x\\y'], 'q="a b"; r=x\\y'),
+    ("no Cookie header", [], ""),
+]
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"), [r[1:] for r in UPSTREAM_ROWS], ids=[r[0] for r in UPSTREAM_ROWS]
+)
+def test_read_cookies_sends_upstream_all_but_sidecars(headers: list[str], expected: str) -> None:
+    assert read_request_cookies(secure, headers).upstream == expected
+
+
+def test_read_cookies_without_a_policy_sends_every_cookie() -> None:
+    read = read_request_cookies(None, [" _sidecar=s; a=1 ", "", "b=2"])
+    assert read.upstream == "_sidecar=s; a=1; b=2"
+    assert read.own == {} and not read.duplicated
+
+
+OWN_ROWS: list[tuple[str, list[str], dict[str, str] | None]] = [
+    (
+        "session and chunk",
+        ["a=1; __Host-_sidecar=v0; __Host-_sidecar_1=v1"],
+        {"__Host-_sidecar": "v0", "__Host-_sidecar_1": "v1"},
+    ),
+    ("attempt", ["_sidecar_login_ab=x"], {"_sidecar_login_ab": "x"}),
+    ("name without a value", ["__Host-_sidecar"], {"__Host-_sidecar": ""}),
+    (
+        "repeated name: the last wins",
+        ["_sidecar_login_a=1; _sidecar_login_a=2"],
+        {"_sidecar_login_a": "2"},
+    ),
+    ("only the first header, like aiohttp", ["a=1", "__Host-_sidecar=v"], {}),
+    ("a quote in the first header: aiohttp decides", ['a="x"; __Host-_sidecar=v'], None),
+    ("whitespace inside our piece: aiohttp decides", ["__Host-_sidecar = v"], None),
+    ("ours hidden in another piece: aiohttp decides", ["a=x __Host-_sidecar=v"], None),
+    ("a quote elsewhere does not matter", ["__Host-_sidecar=v", 'a="x"'], {"__Host-_sidecar": "v"}),
+]
+
+
+@pytest.mark.parametrize(
+    ("headers", "own"), [r[1:] for r in OWN_ROWS], ids=[r[0] for r in OWN_ROWS]
+)
+def test_read_cookies_finds_sidecars_own(headers: list[str], own: dict[str, str] | None) -> None:
+    assert read_request_cookies(secure, headers).own == own
+
+
+DUPLICATE_ROWS = [
+    ("same name, two values", ["__Host-_sidecar=a; __Host-_sidecar=b"], True),
+    ("in two Cookie headers", ["__Host-_sidecar=a", "x=1; __Host-_sidecar=b"], True),
+    ("a chunk twice", ["__Host-_sidecar=a; __Host-_sidecar_1=b; __Host-_sidecar_1=c"], True),
+    ("same value twice", ["__Host-_sidecar=a; __Host-_sidecar= a "], False),
+    ("old unprefixed name beside the new", ["_sidecar=a; __Host-_sidecar=b"], False),
+    ("attempts are not sessions", ["__Host-_sidecar_login_x=a; __Host-_sidecar_login_x=b"], False),
+    ("no value", ["__Host-_sidecar; __Host-_sidecar=b"], False),
+]
+
+
+@pytest.mark.parametrize(
+    ("headers", "duplicated"),
+    [r[1:] for r in DUPLICATE_ROWS],
+    ids=[r[0] for r in DUPLICATE_ROWS],
+)
+def test_read_cookies_notices_a_tossed_session_cookie(headers: list[str], duplicated: bool) -> None:
+    assert read_request_cookies(secure, headers).duplicated is duplicated
+
+
+def _old_filter(value: str, drop: Callable[[str], bool]) -> str:
+    """How the header builder removed sidecar's cookies before the one reading (the reference)."""
+    kept: list[str] = []
+    dropped = False
+    for pair in value.split(";"):
+        stripped = pair.strip()
+        if not stripped:
+            continue
+        if drop(stripped.partition("=")[0].strip()):
+            dropped = True
+        else:
+            kept.append(stripped)
+    return "; ".join(kept) if dropped else value.strip()
+
+
+def _old_duplicate(policy: CookiePolicy, headers: list[str]) -> bool:
+    """How the gate noticed cookie tossing before the one reading (the reference)."""
+    seen: dict[str, str] = {}
+    for header in headers:
+        for pair in header.split(";"):
+            name, sep, value = pair.strip().partition("=")
+            if not sep or policy.chunk_index(name) is None:
+                continue
+            if seen.setdefault(name, value.strip()) != value.strip():
+                return True
+    return False
+
+
+_PLAIN_NAMES = [
+    "__Host-_sidecar",
+    "__Host-_sidecar_1",
+    "_sidecar",
+    "_sidecar_2",
+    "__Host-_sidecar_login_q",
+    "a",
+    "_sidecarx",
+    "x_sidecar",
+    "theme",
+]
+_NAMES = st.sampled_from([*_PLAIN_NAMES, "", " __Host-_sidecar", "__Host-_sidecar "])
+_PLAIN_VALUES = st.text("abcXYZ019-_=.,/!#%&()*+:<>?@[]^`{|}~$'", max_size=8)
+_WILD_VALUES = st.text('ab_-=; \t"\\,\x1c\x00é' + "_sidecar", max_size=10)
+
+
+def _headers(
+    names: st.SearchStrategy[str],
+    equals: list[str],
+    values: st.SearchStrategy[str],
+    separators: list[str],
+) -> st.SearchStrategy[list[str]]:
+    piece = st.tuples(names, st.sampled_from(equals), values).map("".join)
+    header = st.tuples(st.lists(piece, max_size=6), st.sampled_from(separators))
+    return st.lists(header.map(lambda t: t[1].join(t[0])), max_size=3)
+
+
+def _check_against_the_old_reading(headers: list[str]) -> None:
+    read = read_request_cookies(secure, headers)
+    old_upstream = "; ".join(
+        c for c in (_old_filter(h, lambda n: is_own_cookie(secure, n)) for h in headers) if c
+    )
+    assert read.upstream == old_upstream
+    assert read.duplicated is _old_duplicate(secure, headers)
+    # aiohttp's request.cookies: the first Cookie header, the last of a repeated name winning.
+    aiohttp_cookies = {n: m.value for n, m in parse_cookie_header(headers[0] if headers else "")}
+    own = {n: v for n, v in aiohttp_cookies.items() if is_own_cookie(secure, n)}
+    assert read.own is None or read.own == own
+
+
+@given(_headers(_NAMES, ["=", "", " = "], _WILD_VALUES, [";", "; ", " ;", ";;", " "]))
+@settings(max_examples=500)
+@example(['a="x; __Host-_sidecar=v"'])
+@example(["a=x\x1c; __Host-_sidecar=v\x1c"])
+def test_read_cookies_agrees_with_the_old_reading_on_any_header(headers: list[str]) -> None:
+    _check_against_the_old_reading(headers)
+
+
+@given(_headers(st.sampled_from(_PLAIN_NAMES), ["=", ""], _PLAIN_VALUES, [";", "; ", " ;\t", ";;"]))
+@settings(max_examples=300)
+def test_read_cookies_reads_plain_headers_without_aiohttp(headers: list[str]) -> None:
+    _check_against_the_old_reading(headers)
+    assert read_request_cookies(secure, headers).own is not None
