@@ -1,8 +1,8 @@
 """`create_app`: the one place sidecar's parts are built and wired together.
 
-The request pipeline, outermost first:
+The request pipeline, outermost first, the first three in one middleware (`sidecar.pipeline`):
 
-    observability (request id, access-log fields)  →  errors (SidecarError → page or JSON)
+    request id, access-log fields  →  errors (SidecarError → page or JSON)
       →  limits (431/414 with a page)
       →  router: health under auth.prefix | auth endpoints (added by sidecar.auth) | catch-all
            catch-all: gate (app[keys.GATE]) → build upstream headers → Forwarder
@@ -25,19 +25,14 @@ from aiohttp import web
 from sidecar import keys
 from sidecar.carry_over import CarryOver
 from sidecar.config.model import SidecarConfig
-from sidecar.error_adapter import make_error_middleware
 from sidecar.gating import open_gate, read_foreign_cookies, request_cookies
-from sidecar.observability.access import (
-    ACCESS_LOGGER_NAME,
-    AccessLogger,
-    make_observability_middleware,
-    make_request_id_echo,
-)
+from sidecar.observability.access import ACCESS_LOGGER_NAME, AccessLogger, make_request_id_echo
 from sidecar.observability.health import add_health_routes
 from sidecar.observability.metrics import METRICS_PATH, Metrics, add_metrics_route
+from sidecar.pipeline import make_pipeline_middleware
 from sidecar.proxy.forward import Forwarder, create_upstream_client
 from sidecar.proxy.headers import build_header_plan, build_upstream_headers
-from sidecar.request_limits import make_limits_middleware, parser_limits
+from sidecar.request_limits import parser_limits
 
 AuthSetup = Callable[[web.Application, SidecarConfig, Callable[[], float]], None]
 """`sidecar.auth.setup(app, config, clock)`: called by create_app when a provider is configured."""
@@ -107,11 +102,9 @@ def create_app(
     metrics = metrics if metrics is not None else Metrics()
     app = web.Application(
         middlewares=[
-            make_observability_middleware(
-                server.trusted_proxies, server.request_id_header, metrics
-            ),
-            make_error_middleware(templates_dir=config.auth.templates_dir),
-            make_limits_middleware(server),
+            make_pipeline_middleware(
+                server, templates_dir=config.auth.templates_dir, metrics=metrics
+            )
         ],
         handler_args=build_handler_args(config),
         client_max_size=server.max_body_bytes or 1024**2,

@@ -49,11 +49,11 @@ sidecar.auth.setup when a provider is configured; tests and diagnostics read it.
 
 ACCESS_LOG_FIELDS: web.RequestKey[dict[str, str]] = web.RequestKey("access_log_fields", dict)
 """Fields added to this request's access log line (user, sub, email, route, decision, reasons,
-upstream, ...). The observability middleware puts an empty dict here first; anyone may add to it."""
+upstream, ...). The pipeline middleware puts an empty dict here first; anyone may add to it."""
 
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 """The Prometheus metrics (sidecar.observability.metrics), one per server, kept across reloads."""
 CARRY_OVER: web.AppKey[CarryOver] = web.AppKey("carry_over")
 """Process-lifetime objects every configuration generation shares (sidecar.carry_over)."""
 REQUEST_METRICS: web.RequestKey[Metrics] = web.RequestKey("request_metrics")
-"""The metrics the access-log path feeds for this request (set by the observability middleware)."""
+"""The metrics the access-log path feeds for this request (set by the pipeline middleware)."""

@@ -1,18 +1,16 @@
 """Request size limits that sidecar answers itself, with a readable 431/414 instead of a bare 400.
 
 aiohttp's parser refuses oversized requests with a plain 400 before sidecar sees them. So the
-parser's hard limits are set to `PARSER_SLACK` times the configured ones, and this middleware
-enforces the configured limits exactly: a header field over `server.max_header_bytes` (typically
-a cookie grown too big) gets 431 and the error page, a request target over
-`server.max_request_line_bytes` gets 414. Only requests beyond the hard limits get aiohttp's 400.
+parser's hard limits are set to `PARSER_SLACK` times the configured ones, and the pipeline
+middleware (`sidecar.pipeline`) enforces the configured limits exactly with `check_request_size`:
+a header field over `server.max_header_bytes` (typically a cookie grown too big) gets 431 and the
+error page, a request target over `server.max_request_line_bytes` gets 414. Only requests beyond
+the hard limits get aiohttp's 400.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-
-from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
 
 from sidecar.config.model import ServerConfig
 from sidecar.errors import HeadersTooLargeError, RequestTargetTooLongError
@@ -35,19 +33,11 @@ def check_request_size(
     """Raise the matching error when the target or one header field exceeds the configured limit."""
     if len(target) > server.max_request_line_bytes:
         raise RequestTargetTooLongError(reason=f"request target of {len(target)} bytes")
+    limit = server.max_header_bytes
     for name, value in raw_headers:
         size = len(name) + len(value)
-        if size > server.max_header_bytes:
+        if size > limit:
             raise HeadersTooLargeError(
                 "The request headers are too large. Clearing this site's cookies may help.",
-                reason=f"header field of {size} bytes (limit {server.max_header_bytes})",
+                reason=f"header field of {size} bytes (limit {limit})",
             )
-
-
-def make_limits_middleware(server: ServerConfig) -> Middleware:
-    @web.middleware
-    async def limits(request: web.Request, handler: Handler) -> web.StreamResponse:
-        check_request_size(request.raw_path, request.raw_headers, server)
-        return await handler(request)
-
-    return limits

@@ -1,8 +1,8 @@
 """Request ids and the access log: one line per request, with who, what, how long and why.
 
-The `observability` middleware (outermost) gives each request its id — the client's
-`X-Request-Id` only when the peer is a trusted proxy, else a fresh uuid4 hex — and an empty
-`keys.ACCESS_LOG_FIELDS` dict that the gate, the handlers and the forwarder fill (user, sub,
+Each request gets its id from the pipeline middleware (`sidecar.pipeline`): the client's
+`X-Request-Id` only when the peer is a trusted proxy, else a fresh one from `RequestIds`, and an
+empty `keys.ACCESS_LOG_FIELDS` dict that the gate, the handlers and the forwarder fill (user, sub,
 email, route, decision, reasons, upstream). The id is echoed on every response (set when the
 response is prepared, so streamed responses carry it too). `AccessLogger` writes the line after
 the response is sent, when its byte count is known; aiohttp also calls it for requests it could
@@ -12,21 +12,20 @@ feeds the request's metrics (`sidecar.observability.metrics`), even when the lin
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
+import itertools
 import logging
+import os
 import re
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
-from aiohttp.typedefs import Handler, Middleware
 
 from sidecar import keys
 from sidecar.config.model import IPNetwork
-from sidecar.observability.metrics import Metrics, route_label
+from sidecar.observability.metrics import route_label
 
 ACCESS_LOGGER_NAME = "sidecar.access"
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that went away before the response
@@ -36,6 +35,22 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:+/=-]{1,128}$")
 
 def new_request_id() -> str:
     return uuid.uuid4().hex
+
+
+class RequestIds:
+    """Request ids of one serving process: 32 hex digits like a uuid4's, unique but not secret.
+
+    64 random bits drawn once, then a counter, so a request costs no `os.urandom` call. An app
+    builds its own when it is built, which is in each serving process after the fork, so
+    workers never share the random half.
+    """
+
+    def __init__(self, token_bytes: Callable[[int], bytes] = os.urandom) -> None:
+        self._prefix = token_bytes(8).hex()
+        self._count = itertools.count()
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{next(self._count):016x}"
 
 
 def peer_is_trusted(peer: str | None, trusted: Sequence[IPNetwork]) -> bool:
@@ -89,7 +104,7 @@ def build_access_fields(
     return fields
 
 
-def _log_request(
+def log_request(
     logger: logging.Logger,
     request: web.BaseRequest,
     status: int,
@@ -127,40 +142,12 @@ class AccessLogger(AbstractAccessLogger):
     """aiohttp's access-log hook, writing sidecar's line to the `sidecar.access` logger."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        _log_request(self.logger, request, response.status, response.body_length, time)
+        log_request(self.logger, request, response.status, response.body_length, time)
 
     @property
     def enabled(self) -> bool:
         # Always: metrics are fed from here too; the line itself is skipped below INFO.
         return True
-
-
-def make_observability_middleware(
-    trusted_proxies: Sequence[IPNetwork], request_id_header: str, metrics: Metrics | None = None
-) -> Middleware:
-    """The outermost middleware: request id and log fields in, a line for abandoned requests."""
-    access_logger = logging.getLogger(ACCESS_LOGGER_NAME)
-
-    @web.middleware
-    async def observability(request: web.Request, handler: Handler) -> web.StreamResponse:
-        trusted = peer_is_trusted(request.remote, trusted_proxies)
-        request[keys.REQUEST_ID] = choose_request_id(
-            request.headers.get(request_id_header), peer_trusted=trusted
-        )
-        request[keys.ACCESS_LOG_FIELDS] = {}
-        if metrics is not None:
-            request[keys.REQUEST_METRICS] = metrics
-        started = time.monotonic()
-        try:
-            return await handler(request)
-        except asyncio.CancelledError:
-            # The client went away; aiohttp will not log this request, so we do.
-            _log_request(
-                access_logger, request, CLIENT_CLOSED_REQUEST, 0, time.monotonic() - started
-            )
-            raise
-
-    return observability
 
 
 def make_request_id_echo(

@@ -7,6 +7,7 @@ import ipaddress
 import pytest
 
 from sidecar.observability.access import (
+    RequestIds,
     build_access_fields,
     choose_request_id,
     new_request_id,
@@ -50,6 +51,21 @@ def test_nobody_is_trusted_without_trusted_proxies() -> None:
 )
 def test_choose_request_id(offered: str | None, trusted: bool, expected: str) -> None:
     assert choose_request_id(offered, peer_trusted=trusted, new_id=lambda: "NEW") == expected
+
+
+def test_request_ids_are_32_hex_digits_unique_within_a_process() -> None:
+    ids = RequestIds()
+    made = [ids() for _ in range(1000)]
+    assert len(set(made)) == 1000
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in made)
+
+
+def test_request_ids_of_two_processes_differ_by_their_random_half() -> None:
+    first = RequestIds(token_bytes=lambda n: b"\x01" * n)
+    second = RequestIds(token_bytes=lambda n: b"\x02" * n)
+    assert first() == "0101010101010101" + "0" * 16
+    assert first() == "0101010101010101" + "0" * 15 + "1"
+    assert second() == "0202020202020202" + "0" * 16
 
 
 def test_new_request_ids_are_unique_hex() -> None:
