@@ -138,6 +138,10 @@ class Metrics:
         self.config_loaded_at.set_to_current_time()
         self._route = _BoundedLabel(_ROUTE)
         self._reason = _BoundedLabel(_REASON)
+        # The labelled children each answered request feeds, looked up once per label set
+        # (prometheus-client's labels() validates and locks on every call). Bounded like the
+        # labels: routes x methods x status classes.
+        self._request_children: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
 
     # -- feeding -----------------------------------------------------------------------------
 
@@ -153,8 +157,15 @@ class Metrics:
         """One answered request; `fields` are its access-log fields (error, decision, reasons)."""
         route = self._route(route)
         method = method if method in _METHODS else OTHER
-        self.requests.labels(route, method, status_class(status)).inc()
-        self.request_duration.labels(route).observe(max(duration_seconds, 0.0))
+        key = (route, method, status_class(status))
+        children = self._request_children.get(key)
+        if children is None:
+            children = self._request_children[key] = (
+                self.requests.labels(*key),
+                self.request_duration.labels(route),
+            )
+        children[0].inc()
+        children[1].observe(max(duration_seconds, 0.0))
         kind = _UPSTREAM_ERRORS.get(fields.get("error", ""))
         if kind is not None:
             self.upstream_errors.labels(kind).inc()
