@@ -37,7 +37,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,6 +112,9 @@ class Generation:
         self.in_flight = 0
         self.retired = False
         self._server: web.Server | None = None
+        # The started app's handler (routing, middlewares), set by `start`. Whoever calls it
+        # counts the request in `in_flight` before the first await and calls `finished` after.
+        self.request_handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
         self._idle = asyncio.Event()
         self._shut_down = False
         self._closing: asyncio.Future[None] | None = None
@@ -130,20 +133,17 @@ class Generation:
         await self.app.startup()
         # The app's own request handler and factory (routing, middlewares); never listens itself.
         self._server = self.app._make_handler(loop=loop)
+        self.request_handler = self._server.request_handler
 
     def make_request(self, *args: Any) -> web.BaseRequest:
         assert self._server is not None
         return self._server.request_factory(*args)
 
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        """Serve one request. The caller counted it in `in_flight` before the first await."""
-        assert self._server is not None
-        try:
-            return await self._server.request_handler(request)
-        finally:
-            self.in_flight -= 1
-            if self.in_flight == 0:
-                self._idle.set()
+    def finished(self) -> None:
+        """One request served by this generation has returned."""
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self._idle.set()
 
     async def close_when_idle(self) -> None:
         """Wait for the requests in flight, then run the app's shutdown and cleanup hooks."""
@@ -232,7 +232,10 @@ class ReloadingServer:
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         generation = self.current
         generation.in_flight += 1  # before any await: a reload cannot close it under us
-        return await generation.handle(request)
+        try:
+            return await generation.request_handler(request)
+        finally:
+            generation.finished()
 
     def make_web_server(self, **handler_args: Any) -> web.Server:
         """The server for the listening socket (parser limits and access log in handler_args)."""
