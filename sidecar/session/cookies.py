@@ -146,6 +146,8 @@ def join_chunks(policy: CookiePolicy, cookies: Mapping[str, str]) -> str | None:
     first = cookies.get(policy.name)
     if first is None:
         return None
+    if len(cookies) == 1:
+        return first  # the common case: one cookie, and it is the first chunk
     indices = []
     for name in cookies:
         index = policy.chunk_index(name)
