@@ -46,6 +46,8 @@ Access = Literal["public", "authenticated", "policy"]
 
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _HEX = frozenset("0123456789abcdefABCDEF")
+_MEMO_MAX = 4096
+_MEMO_PATH_MAX = 512  # longer paths are resolved every time, not remembered
 # Besides controls and non-ASCII, printable characters a path may not carry raw: backslash (a
 # separator on Windows and in some frameworks), `#` (a fragment to some parsers) and space.
 _REFUSED_RAW = frozenset("\\# ")
@@ -300,6 +302,7 @@ class RouteTable:
         # The same table read case-insensitively, each folded route mapped back to its own.
         self._folded: RouteTable | None = None
         self._unfold: dict[int, Route] = {}
+        self._resolved: dict[tuple[str, str, str], Route | None] = {}
         if any(route.kind != "default" for route in self.routes) and not _folding:
             folded = [_fold(route) for route in self.routes]
             self._folded = RouteTable(folded, default, _folding=True)
@@ -343,7 +346,24 @@ class RouteTable:
         it must be refused with 400: the path is ambiguous (`normalize_path` gives None), or it
         is not already normal and its literal spelling would reach a different route than the
         normalised one. Sidecar forwards the path as it arrived, and a backend that does not
-        resolve `..` or `//` itself would read `/admin/../static/x` as a path under /admin."""
+        resolve `..` or `//` itself would read `/admin/../static/x` as a path under /admin.
+
+        The answer depends only on the method, the host (when a route names one) and the path
+        without its query, so it is remembered for paths of ordinary length (a bounded memo,
+        emptied when full: a client inventing paths cannot grow it)."""
+        target = raw_path.partition("?")[0]
+        key = (method, host if self._uses_host else "", target)
+        memo = self._resolved
+        if key in memo:
+            return memo[key]
+        route = self._resolve(method, host, raw_path)
+        if len(target) <= _MEMO_PATH_MAX:
+            if len(memo) >= _MEMO_MAX:
+                memo.clear()
+            memo[key] = route
+        return route
+
+    def _resolve(self, method: str, host: str, raw_path: str) -> Route | None:
         path = normalize_path(raw_path)
         if path is None:
             return None

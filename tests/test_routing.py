@@ -608,3 +608,22 @@ def test_routes_without_a_provider_are_an_error() -> None:
 def test_policy_reference_checked_for_models_built_in_code() -> None:
     with pytest.raises(ValueError, match="no policy named ghosts"):
         config_with(routes=[{"path": "/a", "policy": "ghosts"}])
+
+
+def test_resolve_answers_the_same_every_time_whatever_the_query() -> None:
+    t = table(
+        {"path": "/public", "access": "public"},
+        {"path": "/admin", "methods": ["POST"], "host": "admin.example.com"},
+    )
+    cases = [
+        ("GET", "app.example.com", "/public/x", "routes[0]"),
+        ("POST", "admin.example.com", "/admin", "routes[1]"),
+        ("POST", "app.example.com", "/admin", "default"),
+        ("GET", "app.example.com", "/public/../admin", "refused"),
+        ("GET", "app.example.com", "/" + "a" * 600, "default"),
+    ]
+    for _ in range(3):  # remembered answers are the computed ones
+        for method, host, path, expected in cases:
+            for query in ("", "?x=1", "?/../admin"):
+                route = t.resolve(method, host, path + query)
+                assert ("refused" if route is None else route.name) == expected, (path, query)
