@@ -40,6 +40,7 @@ T = TypeVar("T")
 SYNC_SECONDS = 2.0
 MAX_STALE_SECONDS = 30.0
 MAX_JTI_ENTRIES = 100_000
+NAMES_CACHE_SIZE = 4096
 
 # KEYS: hash, version. ARGV: lifetime, now, then field/time pairs. Drops entries older than
 # the lifetime, adds the new ones, bumps the version.
@@ -77,15 +78,47 @@ def revocation_entries(
     return []
 
 
-def is_revoked_by(entries: Mapping[str, float], session: Session) -> bool:
+SessionNames = tuple[str | None, str, str]
+"""The list's names that can end a session: its provider session's (None without one), its
+own, its user's."""
+
+
+def session_entry_names(session: Session) -> SessionNames:
+    sid = entry_name("sid", session.provider_sid) if session.provider_sid else None
+    return sid, entry_name("session", session.id), entry_name("sub", session.identity.sub)
+
+
+def is_revoked_by(
+    entries: Mapping[str, float], session: Session, names: SessionNames | None = None
+) -> bool:
     """Pure: does this list end `session`? A sid ends its sessions whenever they were created; a
-    sub ends the user's sessions created up to the revocation; a session id ends that session."""
-    if session.provider_sid and entry_name("sid", session.provider_sid) in entries:
+    sub ends the user's sessions created up to the revocation; a session id ends that session.
+    `names` are `session_entry_names(session)` when the caller has them already."""
+    sid, own, sub = names if names is not None else session_entry_names(session)
+    if sid is not None and sid in entries:
         return True
-    if entry_name("session", session.id) in entries:
+    if own in entries:
         return True
-    revoked_at = entries.get(entry_name("sub", session.identity.sub))
+    revoked_at = entries.get(sub)
     return revoked_at is not None and session.created_at <= revoked_at
+
+
+class _EntryNames:
+    """`session_entry_names` remembered per session (three SHA-256s per check otherwise, on
+    every request while the list is not empty); bounded, emptied when full."""
+
+    def __init__(self, max_entries: int = NAMES_CACHE_SIZE) -> None:
+        self._names: dict[tuple[str, str | None, str], SessionNames] = {}
+        self._max_entries = max_entries
+
+    def __call__(self, session: Session) -> SessionNames:
+        key = (session.id, session.provider_sid, session.identity.sub)
+        names = self._names.get(key)
+        if names is None:
+            if len(self._names) >= self._max_entries:
+                self._names.clear()
+            names = self._names[key] = session_entry_names(session)
+        return names
 
 
 class RevocationList(Protocol):
@@ -102,6 +135,7 @@ class MemoryRevocations:
     def __init__(self, *, lifetime_seconds: float) -> None:
         self._lifetime = lifetime_seconds
         self._entries: dict[str, float] = {}
+        self._names = _EntryNames()
 
     async def revoke(
         self, *, sid: str | None, sub: str | None, now: float, session_id: str | None = None
@@ -113,7 +147,8 @@ class MemoryRevocations:
             self._entries[name] = max(now, self._entries.get(name, 0.0))
 
     async def is_revoked(self, session: Session, *, now: float) -> bool:
-        return bool(self._entries) and is_revoked_by(self._entries, session)
+        entries = self._entries
+        return bool(entries) and is_revoked_by(entries, session, self._names(session))
 
 
 class RedisRevocations:
@@ -138,6 +173,7 @@ class RedisRevocations:
         self._sync_seconds = sync_seconds
         self._max_stale = max_stale_seconds
         self._entries: dict[str, float] = {}
+        self._names = _EntryNames()
         self._version: bytes | str | None = None
         self._synced_at: float | None = None
         self._attempted_at: float | None = None
@@ -161,7 +197,8 @@ class RedisRevocations:
     async def is_revoked(self, session: Session, *, now: float) -> bool:
         if self._synced_at is None or now - self._synced_at >= self._sync_seconds:
             await self.sync(now=now)
-        return bool(self._entries) and is_revoked_by(self._entries, session)
+        entries = self._entries
+        return bool(entries) and is_revoked_by(entries, session, self._names(session))
 
     async def sync(self, *, now: float) -> None:
         """Re-read the list if it changed; raises when it is too stale to trust."""

@@ -62,6 +62,17 @@ async def test_with_sid_and_sub_only_that_provider_session_is_revoked() -> None:
     assert not await revocations.is_revoked(make_session(seed=2, sub="alice"), now=NOW)
 
 
+async def test_a_session_checked_before_is_checked_again_under_its_new_provider_session() -> None:
+    revocations = MemoryRevocations(lifetime_seconds=LIFETIME)
+    await revocations.revoke(sid="unrelated", sub=None, now=NOW)
+    session = make_session(seed=1)  # provider_sid sid-1
+    assert not await revocations.is_revoked(session, now=NOW)
+    refreshed = replace(session, provider_sid="sid-after-refresh")
+    await revocations.revoke(sid="sid-after-refresh", sub=None, now=NOW + 1)
+    assert not await revocations.is_revoked(session, now=NOW + 2)
+    assert await revocations.is_revoked(refreshed, now=NOW + 2)
+
+
 async def test_checking_store_loads_a_revoked_session_as_none() -> None:
     store = RevocationCheckingStore(make_store(), MemoryRevocations(lifetime_seconds=LIFETIME))
     jar, session = Jar(), make_session()
