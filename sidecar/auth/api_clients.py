@@ -85,7 +85,7 @@ def json_error(
     headers: Sequence[tuple[str, str]] = (),
 ) -> web.HTTPException:
     """The error as JSON whatever the client asked for (`{"error", "message", "request_id"}`,
-    the error middleware's shape), for answers that must never be a page or a redirect."""
+    as `sidecar.error_adapter` answers), for answers that must never be a page or a redirect."""
     body = {"error": code, "message": message, "request_id": request.get(keys.REQUEST_ID, "")}
     error_class = {401: web.HTTPUnauthorized, 403: web.HTTPForbidden}.get(
         status, web.HTTPBadRequest

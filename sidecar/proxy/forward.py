@@ -10,10 +10,10 @@ directions. A GET without a body to an http:// upstream goes through sidecar's o
 connections (`sidecar.proxy.upstream`: far less CPU per request than aiohttp's client); every
 other request through aiohttp's client. A small response (a Content-Length up to 64 KiB, not an
 event stream) is read whole and answered in one write; the rest is streamed. Failures before
-anything reached the client raise
-`UpstreamUnavailableError` (502) or `UpstreamTimeoutError` (504) for the error middleware to
-render; after the response started (or when a small body breaks off), the client connection is
-aborted so the client sees a truncated response, never a wrong one.
+anything reached the client raise `UpstreamUnavailableError` (502) or `UpstreamTimeoutError`
+(504) for `sidecar.pipeline` to render; after the response started (or when a small body breaks
+off), the client connection is aborted so the client sees a truncated response, never a wrong
+one.
 """
 
 from __future__ import annotations
