@@ -7,7 +7,9 @@ to bench/results/profile.raw.txt (flamegraph.pl and speedscope read them) and pr
 functions with the largest share of samples: inclusive (the function and all it calls) and self
 (its own code), so a change to the hot path can be judged by numbers before and after. `--login
 big200-x` profiles a 200-group session; sidecar inherits this command's environment (e.g.
-PYTHONPATH pointing at an extra package for an experiment).
+PYTHONPATH pointing at an extra package for an experiment). py-spy pauses the process for each
+sample: `--nonblocking` would disturb it less but records torn stacks (a frame alone as a root),
+which inflated some shares.
 """
 
 from __future__ import annotations
@@ -92,7 +94,6 @@ async def profile(args: argparse.Namespace) -> int:
                 str(sidecar.pid),
                 "--rate",
                 "250",
-                "--nonblocking",
                 "--duration",
                 str(args.seconds),
                 "--format",
