@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import re
 from collections.abc import Iterable
 from typing import cast
 
@@ -33,8 +32,6 @@ import httptools
 _HIGH_WATER = 256 * 1024  # buffered body bytes at which reading from the upstream pauses
 _LOW_WATER = 64 * 1024  # ... and resumes
 _MAX_IDLE = 256  # idle connections kept per upstream; more are closed on release
-# Control characters may not appear in a request head except as its line ends.
-_FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _DECODE = ("utf-8", "surrogateescape")  # what aiohttp's parser does with header bytes
 
 
@@ -58,13 +55,17 @@ def serialize_request_head(method: str, target: str, headers: Iterable[tuple[str
     """`METHOD target HTTP/1.1`, the header lines and the blank line, as bytes for the wire.
 
     Values are encoded as aiohttp's parser decoded them (UTF-8 with surrogate escapes), so bytes
-    pass through unchanged. A control character anywhere (CR and LF would split the head) raises
-    `ValueError`; the incoming parser and the identity header builder already refuse them.
+    pass through unchanged. CR, LF or NUL anywhere (they would split or cut the head) raises
+    `ValueError`. Only those three are looked for, with `in` (memchr: 0.1 µs each for a 13 KB head,
+    where a regex for every control character took 26 µs, a fifth of a request's CPU): the
+    incoming parser refuses every control character but tab, and the identity header builder
+    refuses them too, so this is the last guard against header injection, not the only one.
     """
     lines = [f"{method} {target} HTTP/1.1"]
     lines.extend(f"{name}: {value}" for name, value in headers)
-    if _FORBIDDEN.search("\t".join(lines)):
-        raise ValueError("control character in the request head")
+    text = "\t".join(lines)
+    if "\r" in text or "\n" in text or "\x00" in text:
+        raise ValueError("CR, LF or NUL in the request head")
     lines.append("\r\n")
     return "\r\n".join(lines).encode(*_DECODE)
 

@@ -115,8 +115,10 @@ def test_bytes_the_incoming_parser_kept_as_surrogates_go_out_unchanged() -> None
     )
 
 
-@pytest.mark.parametrize("bad", ["a\r\nInjected: 1", "a\nb", "a\rb", "nul\x00", "del\x7f"])
-def test_a_control_character_in_the_head_is_refused(bad: str) -> None:
+@pytest.mark.parametrize("bad", ["a\r\nInjected: 1", "a\nb", "a\rb", "nul\x00"])
+def test_a_character_that_would_split_or_cut_the_head_is_refused(bad: str) -> None:
+    # Other control characters never get this far: aiohttp's parser answers 400 to a request
+    # carrying one (tests/security), and identity headers refuse them when they are built.
     with pytest.raises(ValueError):
         serialize_request_head("GET", "/", [("X-Value", bad)])
     with pytest.raises(ValueError):

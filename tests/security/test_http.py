@@ -170,6 +170,21 @@ async def test_request_smuggling_never_reaches_the_backend(stack: Stack, name: s
     assert statuses[0].split(" ")[1] in ("200", "400", "411", "413", "501"), statuses
 
 
+@pytest.mark.parametrize("char", ["\x00", "\x01", "\x0b", "\x1b", "\x7f"])
+async def test_a_control_character_in_a_header_value_never_reaches_the_backend(
+    stack: Stack, char: str
+) -> None:
+    """Sidecar's own upstream connections look only for CR, LF and NUL when they write a request
+    head; they rely on the incoming parser refusing every other control character."""
+    payload = (
+        f"GET /public/a HTTP/1.1\r\nHost: 127.0.0.1:{stack.port}\r\n"
+        f"X-Note: a{char}b\r\nConnection: close\r\n\r\n"
+    ).encode("latin-1")
+    response = await raw_exchange(stack.port, payload, read_timeout=3)
+    assert [line.split(" ")[1] for line in status_lines(response)] == ["400"]
+    assert stack.backend_seen == []
+
+
 async def test_pipelined_requests_are_each_gated(stack: Stack) -> None:
     """Control: honest pipelining works, and a pipelined request to a protected path is gated
     like any other (it is a request, not a smuggled one)."""
