@@ -6,8 +6,9 @@ request) exactly as bench/run.py does, signs in, then runs `wrk -c32` against si
 to bench/results/profile.raw.txt (flamegraph.pl and speedscope read them) and prints the
 functions with the largest share of samples: inclusive (the function and all it calls) and self
 (its own code), so a change to the hot path can be judged by numbers before and after. `--login
-big200-x` profiles a 200-group session; sidecar inherits this command's environment (e.g.
-PYTHONPATH pointing at an extra package for an experiment). py-spy pauses the process for each
+big200-x` profiles a 200-group session, `--pad 12704` pads the Cookie header as run.py does;
+sidecar inherits this command's environment (e.g. PYTHONPATH pointing at an extra package for
+an experiment). py-spy pauses the process for each
 sample: `--nonblocking` would disturb it less but records torn stacks (a frame alone as a root),
 which inflated some shares.
 """
@@ -24,6 +25,7 @@ import tempfile
 from pathlib import Path
 
 from loadgen import run_wrk
+from run import padded
 from signin import sign_in
 from stack import BACKEND_BODY, Stack, free_port
 
@@ -85,6 +87,8 @@ async def profile(args: argparse.Namespace) -> int:
             url = sidecar.url + args.path
             signed = await sign_in(url, args.login, expect_body=BACKEND_BODY)
             cookie = signed.cookie_header()
+            if args.pad:
+                cookie = padded(cookie, args.pad)
             await run_wrk(url, connections=args.connections, seconds=2, cookie=cookie)
             raw = RESULTS / "profile.raw.txt"
             recorder = await asyncio.create_subprocess_exec(
@@ -124,6 +128,9 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--path", default="/")
     parser.add_argument("--login", default="bench-user", help="big200-x for a 200-group session")
+    parser.add_argument(
+        "--pad", type=int, help="pad the Cookie header to this many bytes, as run.py does"
+    )
     parser.add_argument("--top", type=int, default=40)
     return asyncio.run(profile(parser.parse_args()))
 
