@@ -5,7 +5,6 @@ own signing key, as the provider would."""
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import aiohttp
@@ -13,6 +12,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from joserfc import jwt
 from joserfc.jwk import RSAKey
+from support.claims import logout_claims, with_changes
 from support.redis_server import RedisServer
 
 from sidecar.app import create_app
@@ -32,21 +32,7 @@ ENDPOINT = "/oauth2/backchannel_logout"
 
 def logout_token(stack: Stack, *, key: RSAKey | None = None, **changes: Any) -> str:
     """A logout token as the provider would send it; `changes` set (None: remove) claims."""
-    now = int(stack.clock())
-    claims: dict[str, Any] = {
-        "iss": stack.provider.issuer,
-        "aud": CLIENT_ID,
-        "iat": now,
-        "exp": now + 120,
-        "jti": str(uuid.uuid4()),
-        "events": {LOGOUT_EVENT: {}},
-        "sub": "alice",
-    }
-    for name, value in changes.items():
-        if value is None:
-            claims.pop(name, None)
-        else:
-            claims[name] = value
+    claims = logout_claims(stack.provider.issuer, CLIENT_ID, int(stack.clock()), **changes)
     signing_key = key or stack.provider.keys.current
     header = {"alg": "RS256", "kid": stack.provider.keys.current_kid, "typ": "logout+jwt"}
     return jwt.encode(header, claims, signing_key)
@@ -232,12 +218,7 @@ def tenant_claims(tenant: str = TENANT, **changes: Any) -> dict[str, Any]:
         "sub": "alice",
         "events": {LOGOUT_EVENT: {}},
     }
-    for name, value in changes.items():
-        if value is None:
-            claims.pop(name, None)
-        else:
-            claims[name] = value
-    return claims
+    return with_changes(claims, changes)
 
 
 def check_multi_tenant(

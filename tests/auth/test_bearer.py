@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet, RSAKey
+from support.claims import with_changes
 
 from sidecar.auth.bearer import (
     BearerVerifier,
@@ -49,12 +50,7 @@ def claims(**changes: Any) -> dict[str, Any]:
         "exp": NOW + 300,
         "client_id": "ci",
     }
-    for name, value in changes.items():
-        if value is _DROP:
-            base.pop(name, None)
-        else:
-            base[name] = value
-    return base
+    return with_changes(base, changes, drop=_DROP)
 
 
 def mint(

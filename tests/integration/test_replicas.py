@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,11 +22,11 @@ import pytest
 import yaml
 from aiohttp.test_utils import TestServer
 from joserfc import jwt
+from support.claims import logout_claims
 from support.echo import make_echo_app
 from support.redis_server import RedisServer, free_port
 from yarl import URL
 
-from sidecar.auth.backchannel import LOGOUT_EVENT
 from sidecar.dev.provider import DevProvider
 from sidecar.dev.provider_clients import DevClient
 
@@ -225,18 +224,9 @@ async def test_a_logout_token_sent_to_one_replica_ends_the_session_on_the_other(
 ) -> None:
     await cluster.sign_in_through(cluster.a)
     keys = cluster.provider.keys
-    now = int(cluster.provider.clock())
     token = jwt.encode(
         {"alg": "RS256", "kid": keys.current_kid, "typ": "logout+jwt"},
-        {
-            "iss": cluster.provider.issuer,
-            "aud": CLIENT_ID,
-            "iat": now,
-            "exp": now + 120,
-            "jti": str(uuid.uuid4()),
-            "events": {LOGOUT_EVENT: {}},
-            "sub": "alice",
-        },
+        logout_claims(cluster.provider.issuer, CLIENT_ID, int(cluster.provider.clock())),
         keys.current,
     )
     async with (

@@ -21,11 +21,11 @@ import aiohttp
 import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
+from support.claims import LOGOUT_EVENT, logout_claims
 
 from .conftest import CLIENT_ID, Browser, Stack, StackFactory
 
 ENDPOINT = "/oauth2/backchannel_logout"
-LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 
 
 def _b64(data: bytes) -> str:
@@ -33,22 +33,7 @@ def _b64(data: bytes) -> str:
 
 
 def _claims(stack: Stack, **changes: Any) -> dict[str, Any]:
-    now = int(stack.clock())
-    claims: dict[str, Any] = {
-        "iss": stack.provider.issuer,
-        "aud": CLIENT_ID,
-        "iat": now,
-        "exp": now + 120,
-        "jti": str(uuid.uuid4()),
-        "events": {LOGOUT_EVENT: {}},
-        "sub": "alice",
-    }
-    for name, value in changes.items():
-        if value is None:
-            claims.pop(name, None)
-        else:
-            claims[name] = value
-    return claims
+    return logout_claims(stack.provider.issuer, CLIENT_ID, int(stack.clock()), **changes)
 
 
 def signed(

@@ -12,6 +12,7 @@ from __future__ import annotations
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import pytest
+from support.claims import with_changes
 from yarl import URL
 
 from .conftest import MALLORY, Browser, Stack, StackFactory
@@ -22,12 +23,7 @@ def _query(url: str) -> dict[str, str]:
 
 
 def _replace_query(url: str, **changes: str | None) -> str:
-    query = _query(url)
-    for name, value in changes.items():
-        if value is None:
-            query.pop(name, None)
-        else:
-            query[name] = value
+    query = with_changes(_query(url), changes)
     parts = urlsplit(url)
     return urlunsplit(parts._replace(query=urlencode(query)))
 
