@@ -13,6 +13,8 @@ Rules:
   breaks off, one llhttp refuses (Content-Length beside Transfer-Encoding, a bad chunk size, ...),
   a byte on an idle connection, a second response, a 101, or a timeout closes it.
 - Interim 1xx responses (other than 101) are skipped, as aiohttp's client does.
+- An answer whose head (status line and headers) runs past `MAX_HEAD_BYTES` is refused, so a
+  broken upstream cannot make sidecar buffer headers without end.
 - A request that fails on a reused connection before any byte of the answer arrived is retried
   once on a new connection: the upstream closed the idle connection as it was reused, and a GET
   may be repeated.
@@ -32,6 +34,9 @@ import httptools
 _HIGH_WATER = 256 * 1024  # buffered body bytes at which reading from the upstream pauses
 _LOW_WATER = 64 * 1024  # ... and resumes
 _MAX_IDLE = 256  # idle connections kept per upstream; more are closed on release
+# Bytes an answer may take before its headers are complete (interim 1xx answers included);
+# aiohttp's client allowed 64 KiB per header line, this bounds the whole head.
+MAX_HEAD_BYTES = 1024 * 1024
 _DECODE = ("utf-8", "surrogateescape")  # what aiohttp's parser does with header bytes
 
 
@@ -103,6 +108,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._buffered = 0
         self._paused = False
         self._last_read = 0.0
+        self._head_bytes = 0
 
     # --- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -117,6 +123,11 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self.received = True
         self._last_read = self._loop.time()
+        if not self.head_done:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._fail(UpstreamBrokenError(f"response head over {MAX_HEAD_BYTES} bytes"))
+                return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:

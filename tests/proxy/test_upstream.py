@@ -18,6 +18,7 @@ import pytest
 import uvloop
 
 from sidecar.proxy.upstream import (
+    MAX_HEAD_BYTES,
     UpstreamBrokenError,
     UpstreamConnectError,
     UpstreamPool,
@@ -218,6 +219,26 @@ async def test_an_answer_llhttp_refuses_fails_and_closes_the_connection(answer: 
         with pytest.raises(UpstreamBrokenError, match=r"invalid response|switched protocols"):
             await get(pool)
         assert pool.idle_count == 0
+
+
+async def test_a_head_without_end_is_refused_at_the_limit() -> None:
+    endless = b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * (MAX_HEAD_BYTES + 1024)
+    async with scripted(always(endless)) as server:
+        pool = pool_for(server)
+        with pytest.raises(UpstreamBrokenError, match="response head over"):
+            await get(pool)
+        assert pool.idle_count == 0
+
+
+async def test_large_headers_under_the_limit_pass() -> None:
+    cookies = b"".join(b"Set-Cookie: c%d=%s\r\n" % (n, b"v" * 4000) for n in range(50))
+    answer = b"HTTP/1.1 200 OK\r\n" + cookies + b"Content-Length: 2\r\n\r\nok"
+    async with scripted(always(answer)) as server:
+        pool = pool_for(server)
+        _, headers, body = await get(pool)
+        pool.close()
+    assert body == b"ok"
+    assert sum(1 for name, _ in headers if name == "Set-Cookie") == 50
 
 
 async def test_a_body_cut_short_fails_and_is_not_reused() -> None:
