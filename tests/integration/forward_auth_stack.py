@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import parse_qs, urljoin, urlsplit
 
 import aiohttp
+import jwt
 from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -263,3 +264,34 @@ async def send_raw(
     await writer.wait_closed()
     head, _, body = data.partition(b"\r\n\r\n")
     return int(head.split(b" ", 2)[1]), body
+
+
+# --- scenarios both ingresses must pass, word for word -------------------------------------
+
+
+async def app_gets_sidecars_signed_assertion(stack: Stack) -> None:
+    """The app receives sidecar's signed identity assertion (verifiable with /oauth2/jwks),
+    never a client's, and none on public paths."""
+    browser = await stack.signed_in(ALICE)
+    answer = await browser.get(stack.url("/whoami"), {"X-Sidecar-Assertion": "forged"})
+    (assertion,) = answer.seen("X-Sidecar-Assertion")
+    jwks = (await browser.get(stack.url("/oauth2/jwks"))).json()
+    key = jwt.PyJWK(jwks["keys"][0]).key
+    claims = jwt.decode(assertion, key, algorithms=["ES256"], audience=stack.proxy.origin)
+    assert claims["sub"] == "alice"
+    assert claims["email"] == "alice@example.org"
+    anonymous = await stack.browser()
+    public = await anonymous.get(stack.url("/static/x"), {"X-Sidecar-Assertion": "forged"})
+    assert public.seen("X-Sidecar-Assertion") == []
+
+
+async def staff_everywhere_outsiders_only_on_public_paths(stack: Stack) -> None:
+    """The issue's example policy: staff everywhere, everyone on the public paths."""
+    eve = await stack.signed_in(EVE)  # signed in, but not staff
+    assert (await eve.get(stack.url("/reports"))).status == 403
+    assert (await eve.get(stack.url("/"))).status == 403
+    assert (await eve.get(stack.url("/static/app.css"))).status == 200
+    assert (await eve.get(stack.url("/health"))).status == 200
+    bob = await stack.signed_in(BOB)
+    assert (await bob.get(stack.url("/reports"))).status == 200
+    assert (await bob.get(stack.url("/healthz-not-public"))).status == 200  # exact, not a prefix

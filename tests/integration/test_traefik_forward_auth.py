@@ -19,19 +19,19 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
-import jwt
 import pytest
 
 from .conftest import RunningProxy, StartTraefik, free_port
 from .forward_auth_stack import (
     ALICE,
     BOB,
-    EVE,
     SESSION_COOKIE,
     ServerFactory,
     Stack,
+    app_gets_sidecars_signed_assertion,
     machine_token,
     replace_each_once,
+    staff_everywhere_outsiders_only_on_public_paths,
     start_auth_side,
 )
 
@@ -234,27 +234,8 @@ async def test_program_with_a_bearer_token_reaches_the_api_as_its_user(
 async def test_app_gets_sidecars_signed_assertion_never_a_clients(
     make_stack: StackFactory,
 ) -> None:
-    stack = await make_stack()
-    browser = await stack.signed_in(ALICE)
-    answer = await browser.get(stack.url("/whoami"), {"X-Sidecar-Assertion": "forged"})
-    (assertion,) = answer.seen("X-Sidecar-Assertion")
-    jwks = (await browser.get(stack.url("/oauth2/jwks"))).json()
-    key = jwt.PyJWK(jwks["keys"][0]).key
-    claims = jwt.decode(assertion, key, algorithms=["ES256"], audience=stack.proxy.origin)
-    assert claims["sub"] == "alice"
-    assert claims["email"] == "alice@example.org"
-    anonymous = await stack.browser()
-    public = await anonymous.get(stack.url("/static/x"), {"X-Sidecar-Assertion": "forged"})
-    assert public.seen("X-Sidecar-Assertion") == []
+    await app_gets_sidecars_signed_assertion(await make_stack())
 
 
 async def test_staff_everywhere_outsiders_only_on_public_paths(make_stack: StackFactory) -> None:
-    stack = await make_stack()
-    eve = await stack.signed_in(EVE)  # signed in, but not staff
-    assert (await eve.get(stack.url("/reports"))).status == 403
-    assert (await eve.get(stack.url("/"))).status == 403
-    assert (await eve.get(stack.url("/static/app.css"))).status == 200
-    assert (await eve.get(stack.url("/health"))).status == 200
-    bob = await stack.signed_in(BOB)
-    assert (await bob.get(stack.url("/reports"))).status == 200
-    assert (await bob.get(stack.url("/healthz-not-public"))).status == 200  # exact, not a prefix
+    await staff_everywhere_outsiders_only_on_public_paths(await make_stack())
