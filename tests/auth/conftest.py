@@ -80,6 +80,23 @@ class Stack:
 StackFactory = Callable[..., Awaitable[Stack]]
 
 
+async def add_replica(stack: Stack, aiohttp_server: ServerFactory) -> TestServer:
+    """Another sidecar with the stack's configuration (same secrets, same store), in front of the
+    same provider, which accepts its callback URL too."""
+    replica = await aiohttp_server(create_app(stack.config, clock=stack.clock))
+    stack.provider.add_client(
+        DevClient(
+            CLIENT_ID,
+            CLIENT_SECRET,
+            redirect_uris=[
+                stack.url("/oauth2/callback"),
+                str(replica.make_url("/oauth2/callback")),
+            ],
+        )
+    )
+    return replica
+
+
 def build_config(
     *, issuer: str, upstream: str, session: Mapping[str, Any] | None = None, **sections: Any
 ) -> SidecarConfig:

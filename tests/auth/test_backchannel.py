@@ -15,7 +15,6 @@ from joserfc.jwk import RSAKey
 from support.claims import logout_claims, with_changes
 from support.redis_server import RedisServer
 
-from sidecar.app import create_app
 from sidecar.auth.backchannel import (
     LOGOUT_EVENT,
     MAX_TOKEN_AGE_SECONDS,
@@ -23,9 +22,15 @@ from sidecar.auth.backchannel import (
     check_logout_claims,
 )
 from sidecar.config.model import EntraConfig
-from sidecar.dev.provider_clients import DevClient
 
-from .conftest import CLIENT_ID, CLIENT_SECRET, Browser, ServerFactory, Stack, StackFactory
+from .conftest import (
+    CLIENT_ID,
+    Browser,
+    ServerFactory,
+    Stack,
+    StackFactory,
+    add_replica,
+)
 
 ENDPOINT = "/oauth2/backchannel_logout"
 
@@ -271,22 +276,6 @@ def test_single_tenant_logout_token_keeps_the_exact_issuer() -> None:
 # -- with Redis ------------------------------------------------------------------------------
 
 
-async def second_replica(stack: Stack, aiohttp_server: ServerFactory) -> TestServer:
-    """Another sidecar with the same configuration (same secrets, same Redis), same provider."""
-    replica = await aiohttp_server(create_app(stack.config, clock=stack.clock))
-    stack.provider.add_client(
-        DevClient(
-            CLIENT_ID,
-            CLIENT_SECRET,
-            redirect_uris=[
-                stack.url("/oauth2/callback"),
-                str(replica.make_url("/oauth2/callback")),
-            ],
-        )
-    )
-    return replica
-
-
 def redis_session(server: RedisServer, store: str) -> dict[str, Any]:
     return {"store": store, "redis": {"url": server.url}}
 
@@ -295,7 +284,7 @@ async def test_redis_mode_logout_deletes_the_session_on_every_replica(
     make_stack: StackFactory, aiohttp_server: ServerFactory, redis_server: RedisServer
 ) -> None:
     stack = await make_stack(session=redis_session(redis_server, "redis"))
-    replica = await second_replica(stack, aiohttp_server)
+    replica = await add_replica(stack, aiohttp_server)
     browser, sid = await signed_in(stack)
     assert await still_signed_in(stack, browser, replica)
     status, _, _ = await post_logout(str(replica.make_url(ENDPOINT)), logout_token(stack, sid=sid))
@@ -308,7 +297,7 @@ async def test_cookie_mode_revocation_reaches_the_other_replica_within_the_sync_
     make_stack: StackFactory, aiohttp_server: ServerFactory, redis_server: RedisServer
 ) -> None:
     stack = await make_stack(session=redis_session(redis_server, "cookie"))
-    replica = await second_replica(stack, aiohttp_server)
+    replica = await add_replica(stack, aiohttp_server)
     browser, _ = await signed_in(stack)
     assert await still_signed_in(stack, browser, replica)
     status, _, _ = await post_logout(stack.url(ENDPOINT), logout_token(stack))
@@ -322,7 +311,7 @@ async def test_a_token_replayed_to_another_replica_is_refused(
     make_stack: StackFactory, aiohttp_server: ServerFactory, redis_server: RedisServer
 ) -> None:
     stack = await make_stack(session=redis_session(redis_server, "cookie"))
-    replica = await second_replica(stack, aiohttp_server)
+    replica = await add_replica(stack, aiohttp_server)
     token = logout_token(stack, sub="bob")
     assert (await post_logout(stack.url(ENDPOINT), token))[0] == 200
     assert (await post_logout(str(replica.make_url(ENDPOINT)), token))[0] == 400

@@ -16,12 +16,10 @@ from aiohttp.test_utils import TestServer
 from support.redis_server import RedisServer
 
 from sidecar import keys
-from sidecar.app import create_app
 from sidecar.auth.refresh_shared import refreshed_elsewhere
-from sidecar.dev.provider_clients import DevClient
 from sidecar.session.model import Identity, Session, Tokens
 
-from .conftest import CLIENT_ID, CLIENT_SECRET, ServerFactory, Stack, StackFactory
+from .conftest import ServerFactory, StackFactory, add_replica
 
 SHORT_TOKENS = {"access_token_ttl": 120, "id_token_ttl": 120}
 POLL_LIMIT_SECONDS = 10.0
@@ -34,21 +32,6 @@ def redis_options(server: RedisServer) -> dict[str, Any]:
         "store": "redis",
         "redis": {"url": server.url},
     }
-
-
-async def add_replica(stack: Stack, aiohttp_server: ServerFactory) -> TestServer:
-    replica = await aiohttp_server(create_app(stack.config, clock=stack.clock))
-    stack.provider.add_client(
-        DevClient(
-            CLIENT_ID,
-            CLIENT_SECRET,
-            redirect_uris=[
-                stack.url("/oauth2/callback"),
-                str(replica.make_url("/oauth2/callback")),
-            ],
-        )
-    )
-    return replica
 
 
 async def get(server: TestServer, path: str, cookies: dict[str, str]) -> tuple[int, str | None]:
